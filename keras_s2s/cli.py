@@ -1,0 +1,100 @@
+"""The `s2s` command line: train, evaluate, translate."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _train(args) -> int:
+    from keras_s2s.config import load_preset
+    from keras_s2s.training import train
+
+    config = load_preset(args.config).override(args.set or [])
+    summary = train(config, args.run_dir, max_minutes=args.max_minutes, verbose=args.verbose)
+    print(
+        f"trained {summary['epochs_run']} epoch(s) in {summary['seconds'] / 60:.1f} min; "
+        f"best dev loss {summary['best_val_loss']:.4f}; run directory {args.run_dir}"
+    )
+    return 0
+
+
+def _evaluate(args) -> int:
+    from keras_s2s.evaluation import evaluate
+
+    evaluate(
+        args.run_dir,
+        split=args.split,
+        beam_size=args.beam,
+        batch_size=args.batch_size,
+        samples=args.samples,
+    )
+    return 0
+
+
+def _translate(args) -> int:
+    from keras_s2s.data.readers import read_lines_lenient
+    from keras_s2s.evaluation import make_translator
+
+    translator = make_translator(args.run_dir)
+    lines = list(read_lines_lenient(sys.stdin.buffer))
+    outputs = translator.translate(lines, beam_size=args.beam, batch_size=args.batch_size)
+    for line, output in zip(lines, outputs):
+        sys.stdout.write((output if line.strip() else "") + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2s", description="Train, evaluate and run deep LSTM sequence-to-sequence models."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model into a run directory")
+    train.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or file")
+    train.add_argument("--run-dir", required=True, help="output directory")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="change one config value, e.g. --set data.dataset=tsv --set data.path=my.tsv",
+    )
+    train.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    train.add_argument("--verbose", type=int, default=1, help="Keras progress: 0, 1 or 2")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="decode a split and score it")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    evaluate.add_argument("--beam", type=int, default=None, help="beam size (default: config)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--samples", type=int, default=5, help="sample outputs to print")
+    evaluate.set_defaults(handler=_evaluate)
+
+    translate = commands.add_parser(
+        "translate", help="translate stdin to stdout, one output line per input line"
+    )
+    translate.add_argument("run_dir")
+    translate.add_argument("--beam", type=int, default=None)
+    translate.add_argument("--batch-size", type=int, default=64)
+    translate.set_defaults(handler=_translate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"s2s {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

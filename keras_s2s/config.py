@@ -1,0 +1,443 @@
+"""Configuration: dataclasses that round-trip through JSON and YAML.
+
+A run is described by one `Config`. Presets live in `configs/*.yaml`; the
+command line changes single fields with `--set section.field=value`. Every
+value is checked before training starts, and a bad one raises `ValueError`
+naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+PAD_ID = 0
+UNK_ID = 1
+BOS_ID = 2
+EOS_ID = 3
+NUM_SPECIAL_IDS = 4
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel text comes from and how it is cleaned and split.
+
+    Args:
+        dataset: str. `cmudict`, `bible`, `tsv` (one `source<TAB>target` file)
+            or `parallel` (two aligned files).
+        path: str. The TSV file for `dataset: tsv`.
+        source_path: str. Source side for `dataset: parallel`.
+        target_path: str. Target side for `dataset: parallel`.
+        stress: bool. Keep CMUdict stress marks (`AH0`) or strip them (`AH`).
+        letters_only: bool. CMUdict: keep only words made of the letters a-z.
+        bible_source_module: str. SWORD module name for the source side.
+        bible_target_module: str. SWORD module name for the target side.
+        min_length: int. Pairs with a side shorter than this (in characters
+            after stripping) are filtered.
+        max_length: int. Pairs with a side longer than this many tokens are
+            filtered.
+        max_length_ratio: float. Pairs whose token lengths differ by more than
+            this factor are filtered.
+        deduplicate: bool. Drop exact duplicate pairs.
+        dev_size: float. Share (< 1) or count (>= 1) of distinct sources for dev.
+        test_size: float. Share (< 1) or count (>= 1) of distinct sources for test.
+        limit: int. Use at most this many pairs (0: all); for quick runs.
+        seed: int. Seed of the split.
+    """
+
+    dataset: str = "cmudict"
+    path: str = ""
+    source_path: str = ""
+    target_path: str = ""
+    stress: bool = False
+    letters_only: bool = True
+    bible_source_module: str = "spaRV1909eb"
+    bible_target_module: str = "engKJV2006eb"
+    min_length: int = 1
+    max_length: int = 64
+    max_length_ratio: float = 3.0
+    deduplicate: bool = True
+    dev_size: float = 0.02
+    test_size: float = 0.1
+    limit: int = 0
+    seed: int = 1234
+
+
+@dataclass
+class TokenizerConfig:
+    """How text becomes ids.
+
+    Args:
+        type: str. `symbol` (characters or space-separated symbols, for G2P
+            and transliteration) or `sentencepiece` (subwords).
+        source_split: str. Symbol tokenizer: `char` or `space` for the source.
+        target_split: str. Symbol tokenizer: `char` or `space` for the target.
+        vocabulary_size: int. SentencePiece vocabulary size (per side, or in
+            all when `joint`).
+        model_type: str. SentencePiece `unigram` or `bpe`.
+        joint: bool. One SentencePiece model for both sides.
+        character_coverage: float. SentencePiece character coverage.
+        lowercase: bool. Lowercase the source before tokenizing.
+    """
+
+    type: str = "symbol"
+    source_split: str = "char"
+    target_split: str = "space"
+    vocabulary_size: int = 8000
+    model_type: str = "unigram"
+    joint: bool = False
+    character_coverage: float = 1.0
+    lowercase: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the encoder-decoder.
+
+    Args:
+        num_layers: int. LSTM layers in the encoder and in the decoder.
+        hidden_dim: int. Size of every LSTM state.
+        embedding_dim: int. Size of the source and target embeddings.
+        dropout: float. Dropout between layers and before the output layer.
+        attention: str. `none` (the paper's fixed vector) or `luong`
+            (general-score attention over the encoder outputs).
+        bidirectional_encoder: bool. Make the bottom encoder layer
+            bidirectional (hidden_dim / 2 units each way, concatenated).
+        init_scale: float. Weights start uniform in [-init_scale, init_scale].
+        reverse_source: bool. Feed the source reversed (real tokens only;
+            padding stays on the right), as the paper found best.
+        source_vocabulary_size: int. Filled in from the source tokenizer.
+        target_vocabulary_size: int. Filled in from the target tokenizer.
+    """
+
+    num_layers: int = 2
+    hidden_dim: int = 256
+    embedding_dim: int = 128
+    dropout: float = 0.2
+    attention: str = "none"
+    bidirectional_encoder: bool = False
+    init_scale: float = 0.08
+    reverse_source: bool = True
+    source_vocabulary_size: int = 0
+    target_vocabulary_size: int = 0
+
+
+@dataclass
+class TrainingConfig:
+    """How the model is trained.
+
+    Args:
+        epochs: int. Passes over the training data.
+        optimizer: str. `adam` or `paper_sgd` (SGD lr 0.7, halved every half
+            epoch after epoch 5).
+        learning_rate: float. Initial learning rate.
+        learning_rate_decay_start: float. `paper_sgd`: epoch after which the
+            rate is halved.
+        learning_rate_decay_every: float. `paper_sgd`: epochs between halvings.
+        clip_norm: float. Global gradient-norm clipping threshold.
+        label_smoothing: float. Label smoothing of the cross-entropy.
+        token_budget: int. Padded tokens per batch (batch size x bucket
+            length); the batch size in sentences follows from it.
+        max_batch_size: int. Upper bound on sentences per batch.
+        bucketing: bool. Batch sentences of similar length together; off:
+            shuffle and pad every batch to its longest sentence.
+        shuffle_buffer: int. Size of the shuffle buffer (0: whole data set).
+        early_stopping_patience: int. Epochs without dev-loss improvement
+            before stopping (0: off).
+        reduce_lr_patience: int. Adam: halve the learning rate after this
+            many epochs without dev-loss improvement (0: off).
+        mixed_precision: str. `none`, `float16` or `bfloat16`.
+        eval_sample_size: int. Dev sentences decoded each epoch for the dev
+            metric (0: off).
+        save_every_steps: int. Also back up every N steps (0: each epoch).
+        steps_per_execution: int. Batches run per call into the graph.
+        seed: int. Seed of weights, shuffling and dropout.
+    """
+
+    epochs: int = 10
+    optimizer: str = "adam"
+    learning_rate: float = 0.002
+    learning_rate_decay_start: float = 5.0
+    learning_rate_decay_every: float = 0.5
+    clip_norm: float = 5.0
+    label_smoothing: float = 0.0
+    token_budget: int = 4096
+    max_batch_size: int = 256
+    bucketing: bool = True
+    shuffle_buffer: int = 0
+    early_stopping_patience: int = 0
+    reduce_lr_patience: int = 0
+    mixed_precision: str = "none"
+    eval_sample_size: int = 200
+    save_every_steps: int = 0
+    steps_per_execution: int = 1
+    seed: int = 1234
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings used by evaluation and translation.
+
+    Args:
+        beam_size: int. Beam width (1: greedy).
+        n_best: int. Hypotheses returned per input.
+        length_penalty: float. Scores are divided by length ** length_penalty.
+        max_length_a: float. Output length limit is a * source_length + b.
+        max_length_b: int. See `max_length_a`.
+        metric: str. `bleu` (BLEU and chrF), `g2p` (PER and WER) or `auto`
+            (`g2p` for CMUdict and space-separated symbol targets).
+    """
+
+    beam_size: int = 5
+    n_best: int = 1
+    length_penalty: float = 1.0
+    max_length_a: float = 2.0
+    max_length_b: int = 10
+    metric: str = "auto"
+
+
+@dataclass
+class Config:
+    """A whole run: data, tokenizers, model, training and decoding."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    # Serialisation.
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "Config":
+        config = _from_dict(cls, values, where)
+        try:
+            config.validate()
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        return config
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "config.json") -> "Config":
+        return cls.from_dict(json.loads(text), where)
+
+    @classmethod
+    def from_yaml(cls, text: str, where: str = "config.yaml") -> "Config":
+        values = yaml.safe_load(text) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: expected a mapping at the top level")
+        return cls.from_dict(values, where)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Config":
+        """Reads a `.json` or `.yaml` config file."""
+        path = os.fspath(path)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        if path.endswith(".json"):
+            return cls.from_json(text, path)
+        return cls.from_yaml(text, path)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the config as JSON, atomically."""
+        path = os.fspath(path)
+        temporary = path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json())
+        os.replace(temporary, path)
+
+    def override(self, assignments: list[str]) -> "Config":
+        """Returns a copy with `section.key=value` assignments applied.
+
+        Values are parsed as YAML scalars (`true`, `3`, `0.5`, `text`).
+        """
+        values = self.to_dict()
+        for assignment in assignments:
+            if "=" not in assignment:
+                raise ValueError(
+                    f"--set {assignment!r}: expected section.key=value"
+                )
+            key, raw = assignment.split("=", 1)
+            parts = key.strip().split(".")
+            if len(parts) == 1 and parts[0] == "name":
+                values["name"] = raw
+                continue
+            if len(parts) != 2 or parts[0] not in values or not isinstance(
+                values[parts[0]], dict
+            ):
+                raise ValueError(
+                    f"--set {assignment!r}: unknown key {key!r}; "
+                    f"sections are {', '.join(k for k in values if k != 'name')}"
+                )
+            section, name = parts
+            if name not in values[section]:
+                raise ValueError(
+                    f"--set {assignment!r}: unknown key {key!r}; "
+                    f"{section} has {', '.join(values[section])}"
+                )
+            values[section][name] = yaml.safe_load(raw) if raw != "" else ""
+        return Config.from_dict(values, "--set")
+
+    # Checks.
+    def validate(self) -> None:
+        """Raises `ValueError` naming the key of the first bad value."""
+        d, t, m, tr, dc = self.data, self.tokenizer, self.model, self.training, self.decode
+        _one_of("data.dataset", d.dataset, ("cmudict", "bible", "tsv", "parallel"))
+        if d.dataset == "tsv" and not d.path:
+            raise ValueError("data.path: required when data.dataset is 'tsv'")
+        if d.dataset == "parallel" and not (d.source_path and d.target_path):
+            raise ValueError(
+                "data.source_path, data.target_path: required when "
+                "data.dataset is 'parallel'"
+            )
+        _positive("data.max_length", d.max_length)
+        _at_least("data.min_length", d.min_length, 0)
+        _positive("data.max_length_ratio", d.max_length_ratio)
+        _at_least("data.dev_size", d.dev_size, 0)
+        _at_least("data.test_size", d.test_size, 0)
+        _at_least("data.limit", d.limit, 0)
+        _one_of("tokenizer.type", t.type, ("symbol", "sentencepiece"))
+        _one_of("tokenizer.source_split", t.source_split, ("char", "space"))
+        _one_of("tokenizer.target_split", t.target_split, ("char", "space"))
+        _one_of("tokenizer.model_type", t.model_type, ("unigram", "bpe"))
+        if t.vocabulary_size <= NUM_SPECIAL_IDS:
+            raise ValueError(
+                f"tokenizer.vocabulary_size: {t.vocabulary_size} leaves no room "
+                f"beyond the {NUM_SPECIAL_IDS} special ids"
+            )
+        _positive("model.num_layers", m.num_layers)
+        _positive("model.hidden_dim", m.hidden_dim)
+        _positive("model.embedding_dim", m.embedding_dim)
+        if not 0.0 <= m.dropout < 1.0:
+            raise ValueError(f"model.dropout: {m.dropout} is not in [0, 1)")
+        _one_of("model.attention", m.attention, ("none", "luong"))
+        if m.bidirectional_encoder and m.hidden_dim % 2:
+            raise ValueError(
+                "model.hidden_dim: must be even with model.bidirectional_encoder"
+            )
+        _positive("model.init_scale", m.init_scale)
+        for key in ("source_vocabulary_size", "target_vocabulary_size"):
+            size = getattr(m, key)
+            if size and size <= NUM_SPECIAL_IDS:
+                raise ValueError(
+                    f"model.{key}: {size} leaves no room beyond the "
+                    f"{NUM_SPECIAL_IDS} special ids"
+                )
+        _positive("training.epochs", tr.epochs)
+        _one_of("training.optimizer", tr.optimizer, ("adam", "paper_sgd"))
+        _positive("training.learning_rate", tr.learning_rate)
+        _positive("training.learning_rate_decay_every", tr.learning_rate_decay_every)
+        _at_least("training.clip_norm", tr.clip_norm, 0)
+        if not 0.0 <= tr.label_smoothing < 1.0:
+            raise ValueError(
+                f"training.label_smoothing: {tr.label_smoothing} is not in [0, 1)"
+            )
+        _positive("training.token_budget", tr.token_budget)
+        _positive("training.max_batch_size", tr.max_batch_size)
+        _at_least("training.shuffle_buffer", tr.shuffle_buffer, 0)
+        _at_least("training.early_stopping_patience", tr.early_stopping_patience, 0)
+        _at_least("training.reduce_lr_patience", tr.reduce_lr_patience, 0)
+        _one_of("training.mixed_precision", tr.mixed_precision, ("none", "float16", "bfloat16"))
+        _at_least("training.eval_sample_size", tr.eval_sample_size, 0)
+        _at_least("training.save_every_steps", tr.save_every_steps, 0)
+        _positive("training.steps_per_execution", tr.steps_per_execution)
+        _positive("decode.beam_size", dc.beam_size)
+        _positive("decode.n_best", dc.n_best)
+        if dc.n_best > dc.beam_size:
+            raise ValueError(
+                f"decode.n_best: {dc.n_best} is larger than decode.beam_size {dc.beam_size}"
+            )
+        _at_least("decode.length_penalty", dc.length_penalty, 0)
+        _at_least("decode.max_length_a", dc.max_length_a, 0)
+        _at_least("decode.max_length_b", dc.max_length_b, 1)
+        _one_of("decode.metric", dc.metric, ("auto", "bleu", "g2p"))
+
+
+def load_preset(name_or_path: str) -> Config:
+    """Loads `configs/NAME.yaml` by preset name, or a config file by path."""
+    if os.path.exists(name_or_path):
+        return Config.load(name_or_path)
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    candidate = os.path.join(here, f"{name_or_path}.yaml")
+    if os.path.exists(candidate):
+        return Config.load(candidate)
+    raise ValueError(f"config {name_or_path!r}: no such file or preset in {here}")
+
+
+def _from_dict(cls, values: Any, where: str, prefix: str = ""):
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{where}: {prefix or 'config'}: expected a mapping, got {type(values).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {prefix + '.' if prefix else ''}{unknown[0]}; "
+            f"known keys are {', '.join(known)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        key = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, where, key)
+        else:
+            kwargs[name] = _coerce(key, value, hint)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected text, got {value!r}")
+        return value
+    return value
+
+
+def _one_of(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{key}: must be positive, got {value!r}")
+
+
+def _at_least(key: str, value: float, minimum: float) -> None:
+    if value < minimum:
+        raise ValueError(f"{key}: must be at least {minimum}, got {value!r}")

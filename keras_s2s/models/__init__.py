@@ -1,0 +1,5 @@
+"""Keras model builders (keras imports only)."""
+
+from keras_s2s.models.seq2seq import LuongAttention, build_inference_models, build_seq2seq
+
+__all__ = ["LuongAttention", "build_inference_models", "build_seq2seq"]

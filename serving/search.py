@@ -1,0 +1,308 @@
+"""Greedy and batched beam search over a step function, in pure numpy.
+
+The same search drives the Keras reference decoder and the onnxruntime
+translator, so both produce the same tokens for the same model.
+
+A step function has the signature::
+
+    step(token_ids, state) -> (log_probs, updates)
+
+- `token_ids`: int32 `(rows,)`, the last token of each live hypothesis.
+- `state`: dict of arrays, one row per hypothesis along the axis that
+  `batch_axes` names (0 when not named; the stacked LSTM `states` use 1).
+- `log_probs`: float32 `(rows, vocab)`, log-probabilities of the next token.
+- `updates`: dict with the new values of the entries that change each step
+  (e.g. `{"states": ...}`); entries it leaves out are constant per sentence
+  (e.g. `encoder_outputs`) and are only re-indexed when sentences finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+StepFunction = Callable[[np.ndarray, dict], tuple[np.ndarray, dict]]
+
+
+@dataclasses.dataclass
+class Hypothesis:
+    """One output sequence.
+
+    Attributes:
+        token_ids: the output ids, without bos and eos.
+        score: length-normalised log-probability (`log_prob / length ** penalty`,
+            where length counts the eos).
+        log_prob: the summed log-probability.
+        finished: whether the hypothesis ended with eos (not cut at the limit).
+    """
+
+    token_ids: list[int]
+    score: float
+    log_prob: float
+    finished: bool = True
+
+
+def max_output_lengths(source_lengths: Sequence[int], a: float, b: int) -> np.ndarray:
+    """Output length limit per sentence: `floor(a * source_length + b)`, at least 1."""
+    lengths = np.asarray(source_lengths, dtype=np.float64)
+    return np.maximum(1, np.floor(a * lengths + b)).astype(np.int64)
+
+
+def pad_sources(
+    sequences: Sequence[Sequence[int]], reverse: bool, pad_id: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pads id lists into a batch, reversing the real tokens if asked.
+
+    Returns:
+        `(ids, lengths)`: int32 `(batch, max(1, longest))` and int32 `(batch,)`.
+    """
+    lengths = np.array([len(s) for s in sequences], dtype=np.int32)
+    width = max(1, int(lengths.max()) if len(lengths) else 1)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int32)
+    for row, sequence in enumerate(sequences):
+        if len(sequence):
+            ids[row, : len(sequence)] = sequence[::-1] if reverse else sequence
+    return ids, lengths
+
+
+def _take(state: dict, keys, indices: np.ndarray, batch_axes: Mapping[str, int]) -> None:
+    for key in keys:
+        state[key] = np.take(state[key], indices, axis=batch_axes.get(key, 0))
+
+
+def _normalise(log_prob: float, length: int, penalty: float) -> float:
+    return float(log_prob) / (float(length) ** penalty) if penalty else float(log_prob)
+
+
+def greedy_search(
+    step: StepFunction,
+    state: dict,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_lengths: Sequence[int],
+    length_penalty: float = 1.0,
+    batch_axes: Mapping[str, int] | None = None,
+) -> list[list[Hypothesis]]:
+    """Picks the most likely token at each step; finished rows leave the batch.
+
+    Returns:
+        One single-element list of `Hypothesis` per sentence, in input order.
+    """
+    batch_axes = dict(batch_axes or {"states": 1})
+    state = dict(state)
+    max_lengths = np.asarray(max_lengths, dtype=np.int64)
+    batch = len(max_lengths)
+    rows = np.arange(batch)  # original sentence of each live row
+    tokens = np.full(batch, bos_id, dtype=np.int32)
+    log_probs_sum = np.zeros(batch, dtype=np.float32)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    step_index = 0
+    while len(rows):
+        log_probs, updates = step(tokens, state)
+        state.update(updates)
+        # (rows,)
+        best = np.argmax(log_probs, axis=1).astype(np.int32)
+        log_probs_sum += log_probs[np.arange(len(rows)), best]
+        step_index += 1
+        ended = (best == eos_id) | (step_index >= max_lengths[rows])
+        for row in np.flatnonzero(ended):
+            sentence = rows[row]
+            is_eos = best[row] == eos_id
+            ids = outputs[sentence] + ([] if is_eos else [int(best[row])])
+            results[sentence] = [
+                Hypothesis(
+                    ids,
+                    _normalise(log_probs_sum[row], step_index, length_penalty),
+                    float(log_probs_sum[row]),
+                    bool(is_eos),
+                )
+            ]
+        live = np.flatnonzero(~ended)
+        for row in live:
+            outputs[rows[row]].append(int(best[row]))
+        if len(live) < len(rows):
+            _take(state, list(state), live, batch_axes)
+        rows, tokens, log_probs_sum = rows[live], best[live], log_probs_sum[live]
+    return results
+
+
+def beam_search(
+    step: StepFunction,
+    state: dict,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_lengths: Sequence[int],
+    beam_size: int = 5,
+    n_best: int = 1,
+    length_penalty: float = 1.0,
+    batch_axes: Mapping[str, int] | None = None,
+) -> list[list[Hypothesis]]:
+    """Batched left-to-right beam search over `batch x beam` rows.
+
+    Each step scores every extension of every live beam, keeps the best
+    `beam_size` that do not end, and sets aside those that end with eos
+    among the best `beam_size` candidates. A sentence is done when it has
+    `beam_size` finished hypotheses, when no live beam can still beat its
+    `n_best`-th finished one, or at its length limit; done sentences leave
+    the batch. States are re-ordered with one `np.take` per entry.
+
+    Args:
+        step: the step function (see the module docstring).
+        state: the encoder's output for `batch` sentences, one row each.
+        bos_id: int. First input token.
+        eos_id: int. End token.
+        max_lengths: per sentence, the most output tokens (eos included).
+        beam_size: int. Beams per sentence; 1 gives the greedy result.
+        n_best: int. Hypotheses returned per sentence (<= beam_size).
+        length_penalty: float. Scores are `log_prob / length ** length_penalty`.
+        batch_axes: which axis of each state entry is the row axis.
+
+    Returns:
+        Per sentence, in input order, up to `n_best` hypotheses, best first.
+    """
+    if n_best > beam_size:
+        raise ValueError(f"n_best ({n_best}) must not exceed beam_size ({beam_size})")
+    batch_axes = dict(batch_axes or {"states": 1})
+    beam = beam_size
+    max_lengths = np.asarray(max_lengths, dtype=np.int64)
+    batch = len(max_lengths)
+    # Every sentence gets `beam` identical rows: (batch * beam, ...).
+    state = {
+        key: np.repeat(value, beam, axis=batch_axes.get(key, 0)) for key, value in state.items()
+    }
+    sentences = np.arange(batch)  # original index of each live sentence
+    scores = np.full((batch, beam), -np.inf, dtype=np.float32)
+    scores[:, 0] = 0.0  # Only the first beam is live at the start.
+    history = np.zeros((batch, beam, 0), dtype=np.int32)
+    tokens = np.full(batch * beam, bos_id, dtype=np.int32)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    dynamic_keys: list[str] | None = None
+    length = 0
+    while len(sentences):
+        live_count = len(sentences)
+        log_probs, updates = step(tokens, state)
+        state.update(updates)
+        if dynamic_keys is None:
+            dynamic_keys = list(updates)
+        vocab = log_probs.shape[1]
+        length += 1
+        # (sentences, beam * vocab)
+        candidates = (scores.reshape(-1, 1) + log_probs).reshape(live_count, beam * vocab)
+        width = min(2 * beam, beam * vocab)
+        top = np.argpartition(-candidates, width - 1, axis=1)[:, :width]
+        top_scores = np.take_along_axis(candidates, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        parents = top // vocab
+        words = (top % vocab).astype(np.int32)
+        is_eos = words == eos_id
+
+        # Hypotheses that end with eos among the best `beam` candidates.
+        for row, rank in zip(*np.nonzero(is_eos[:, :beam])):
+            value = top_scores[row, rank]
+            if np.isfinite(value):
+                finished[sentences[row]].append(
+                    Hypothesis(
+                        history[row, parents[row, rank]].tolist(),
+                        _normalise(value, length, length_penalty),
+                        float(value),
+                    )
+                )
+        # The best `beam` candidates that do not end become the new beams.
+        keep = np.argsort(is_eos, axis=1, kind="stable")[:, :beam]
+        new_parents = np.take_along_axis(parents, keep, axis=1)
+        new_words = np.take_along_axis(words, keep, axis=1)
+        scores = np.take_along_axis(top_scores, keep, axis=1)
+        history = np.concatenate(
+            [np.take_along_axis(history, new_parents[:, :, None], axis=1), new_words[:, :, None]],
+            axis=2,
+        )
+
+        done = np.zeros(live_count, dtype=bool)
+        for row in range(live_count):
+            sentence = sentences[row]
+            found = finished[sentence]
+            if length >= max_lengths[sentence]:
+                for b in range(beam):
+                    if np.isfinite(scores[row, b]):
+                        found.append(
+                            Hypothesis(
+                                history[row, b].tolist(),
+                                _normalise(scores[row, b], length, length_penalty),
+                                float(scores[row, b]),
+                                finished=False,
+                            )
+                        )
+                done[row] = True
+            elif len(found) >= beam:
+                done[row] = True
+            elif len(found) >= n_best:
+                # The best a live beam can still reach: its score cannot rise,
+                # and the longest length divides it most.
+                best_live = float(scores[row].max())
+                bound = (
+                    best_live / float(max_lengths[sentence]) ** length_penalty
+                    if length_penalty
+                    else best_live
+                )
+                nth = sorted((h.score for h in found), reverse=True)[n_best - 1]
+                done[row] = bound <= nth
+
+        # Re-order the rows: dynamic entries follow their parent beam.
+        kept = np.flatnonzero(~done)
+        parent_rows = (np.arange(live_count)[:, None] * beam + new_parents)[kept].reshape(-1)
+        _take(state, dynamic_keys, parent_rows, batch_axes)
+        if len(kept) < live_count:
+            static_keys = [key for key in state if key not in dynamic_keys]
+            sentence_rows = (kept[:, None] * beam + np.arange(beam)).reshape(-1)
+            _take(state, static_keys, sentence_rows, batch_axes)
+        sentences, scores, history = sentences[kept], scores[kept], history[kept]
+        tokens = new_words[kept].reshape(-1)
+
+    results = []
+    for found in finished:
+        ranked = sorted(found, key=lambda h: h.score, reverse=True)
+        results.append(ranked[:n_best])
+    return results
+
+
+def search(
+    step: StepFunction,
+    state: dict,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_lengths: Sequence[int],
+    beam_size: int = 5,
+    n_best: int = 1,
+    length_penalty: float = 1.0,
+    batch_axes: Mapping[str, int] | None = None,
+) -> list[list[Hypothesis]]:
+    """Greedy search for `beam_size == 1` (the fast path), beam search otherwise."""
+    if beam_size == 1 and n_best == 1:
+        return greedy_search(
+            step,
+            state,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            max_lengths=max_lengths,
+            length_penalty=length_penalty,
+            batch_axes=batch_axes,
+        )
+    return beam_search(
+        step,
+        state,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        max_lengths=max_lengths,
+        beam_size=beam_size,
+        n_best=n_best,
+        length_penalty=length_penalty,
+        batch_axes=batch_axes,
+    )
