@@ -271,7 +271,7 @@ def evaluate(
     beam_size: int | None = None,
     batch_size: int = 64,
     samples: int = 5,
-    out=sys.stdout,
+    out=None,
 ) -> dict:
     """Decodes a split of a run, writes hypotheses and scores, prints a summary.
 
@@ -280,6 +280,7 @@ def evaluate(
     """
     from keras_s2s.data.readers import read_tsv
 
+    out = out or sys.stdout
     translator = make_translator(run_dir)
     config = translator.config
     beam_size = beam_size or config.decode.beam_size

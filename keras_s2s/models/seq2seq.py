@@ -91,6 +91,8 @@ def _lstm(units, name, scale):
         kernel_initializer=_uniform(scale),
         recurrent_initializer=_uniform(scale),
         bias_initializer=_uniform(scale),
+        # The paper draws every parameter from U(-scale, scale), biases included.
+        unit_forget_bias=False,
         name=name,
     )
 

@@ -1,0 +1,1 @@
+"""Export of trained runs to SavedModel and ONNX bundles (see the export issue)."""

@@ -1,0 +1,46 @@
+"""Shared test set-up: quiet TensorFlow, two logical CPUs, a tiny trained run."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import pytest  # noqa: E402
+
+
+def _split_cpu() -> None:
+    """Two logical CPU devices, so MirroredStrategy can run on one machine."""
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+    except RuntimeError:
+        pass  # Already initialised in this process.
+
+
+_split_cpu()
+
+
+def tiny_config(**overrides):
+    """The `tiny` preset with `section.key=value` overrides."""
+    from keras_s2s.config import load_preset
+
+    return load_preset("tiny").override([f"{k}={v}" for k, v in overrides.items()])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny CMUdict model trained once per session: `(run_dir, summary)`."""
+    from keras_s2s.training import train
+
+    run_dir = str(tmp_path_factory.mktemp("tiny_run"))
+    config = tiny_config(**{"training.epochs": 3})
+    summary = train(config, run_dir, verbose=0)
+    return run_dir, summary

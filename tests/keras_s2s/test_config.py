@@ -1,0 +1,61 @@
+import dataclasses
+
+import pytest
+
+from keras_s2s.config import Config, load_preset
+
+
+@pytest.mark.parametrize("preset", ["tiny", "g2p_small", "g2p_best", "bible_small", "paper"])
+def test_presets_load_and_round_trip(preset):
+    config = load_preset(preset)
+    assert Config.from_json(config.to_json()) == config
+    assert Config.from_yaml(config.to_yaml()) == config
+
+
+def test_round_trip_keeps_every_field():
+    config = Config().override(
+        ["model.num_layers=3", "model.attention=luong", "training.learning_rate=0.5",
+         "data.dataset=tsv", "data.path=x.tsv", "tokenizer.joint=true"]
+    )
+    again = Config.from_json(config.to_json())
+    assert dataclasses.asdict(again) == dataclasses.asdict(config)
+    assert again.model.num_layers == 3 and again.tokenizer.joint is True
+    assert again.training.learning_rate == 0.5
+
+
+def test_paper_preset_matches_the_paper():
+    config = load_preset("paper")
+    assert (config.model.num_layers, config.model.hidden_dim, config.model.embedding_dim) == (4, 1000, 1000)
+    assert config.training.optimizer == "paper_sgd"
+    assert config.training.learning_rate == 0.7
+    assert config.training.clip_norm == 5.0
+    assert config.model.init_scale == 0.08
+    assert config.model.reverse_source is True
+
+
+@pytest.mark.parametrize(
+    "assignment, key",
+    [
+        ("model.num_layers=0", "model.num_layers"),
+        ("model.attention=bahdanau", "model.attention"),
+        ("model.hidden_dim=-4", "model.hidden_dim"),
+        ("model.hidden_dim=abc", "model.hidden_dim"),
+        ("tokenizer.vocabulary_size=3", "tokenizer.vocabulary_size"),
+        ("model.target_vocabulary_size=2", "model.target_vocabulary_size"),
+        ("model.colour=red", "model.colour"),
+        ("training.dropout=0.1", "training.dropout"),
+        ("data.dataset=tsv", "data.path"),
+        ("decode.n_best=9", "decode.n_best"),
+        ("training.mixed_precision=float8", "training.mixed_precision"),
+    ],
+)
+def test_bad_values_name_the_key(assignment, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        Config().override([assignment])
+
+
+def test_unknown_key_in_a_file_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  num_layers: 2\n  hiden_dim: 5\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*model\.hiden_dim"):
+        Config.load(path)

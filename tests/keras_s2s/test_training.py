@@ -1,0 +1,157 @@
+import csv
+import io
+import json
+import os
+import random
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_config
+from keras_s2s.cli import main
+from keras_s2s.config import Config
+from keras_s2s.data.readers import read_tsv
+from keras_s2s.data.tokenizers import load_tokenizers
+from keras_s2s.evaluation import KerasTranslator, load_run
+from keras_s2s.training import PaperSchedule, train
+
+
+def _toy_corpus(path, count, task, length=None, seed=0):
+    rng = random.Random(seed)
+    seen = set()
+    with open(path, "w", encoding="utf-8") as handle:
+        while len(seen) < count:
+            size = length or rng.randint(2, 7)
+            word = "".join(rng.choice("abcdefgh") for _ in range(size))
+            if word in seen:
+                continue
+            seen.add(word)
+            handle.write(f"{word}\t{word if task == 'copy' else word[::-1]}\n")
+
+
+def _toy_config(path, *extra):
+    return Config().override(
+        [
+            "data.dataset=tsv", f"data.path={path}", "data.max_length_ratio=10",
+            "tokenizer.target_split=char", "model.num_layers=1", "model.hidden_dim=64",
+            "model.embedding_dim=32", "model.dropout=0", "training.learning_rate=0.01",
+            "training.token_budget=512", "training.max_batch_size=64",
+            "training.eval_sample_size=0", "decode.metric=bleu", *extra,
+        ]
+    )
+
+
+def test_tiny_model_on_real_cmudict_reduces_loss(tiny_run):
+    run_dir, summary = tiny_run
+    with open(os.path.join(run_dir, "train_log.csv"), encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert "val_per" in rows[0] and "val_wer" in rows[0]
+    for name in ["config.json", "source_tokenizer.json", "target_tokenizer.json",
+                 "checkpoints/best.weights.h5", "checkpoints/last.weights.h5",
+                 "data/train.tsv", "data/dev.tsv", "data/test.tsv", "padding.json",
+                 "training_curves.png", "train_summary.json"]:
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert os.path.isdir(os.path.join(run_dir, "tensorboard"))
+    assert not os.path.exists(os.path.join(run_dir, "backup"))  # removed after a full run
+    config = Config.load(os.path.join(run_dir, "config.json"))
+    assert config.model.source_vocabulary_size > 20
+
+
+def test_learns_to_reverse_toy_sequences_perfectly(tmp_path):
+    path = tmp_path / "reverse.tsv"
+    _toy_corpus(path, 2000, "reverse")
+    config = _toy_config(path, "model.attention=luong", "training.epochs=15",
+                         "model.hidden_dim=128", "training.learning_rate=0.005",
+                         "data.dev_size=50", "data.test_size=100")
+    summary = train(config, str(tmp_path / "run"), verbose=0)
+    run_config = Config.load(tmp_path / "run" / "config.json")
+    translator = KerasTranslator(summary["model"], run_config,
+                                 *load_tokenizers(str(tmp_path / "run"), run_config.tokenizer))
+    pairs = read_tsv(str(tmp_path / "run" / "data" / "test.tsv"))
+    outputs = translator.translate([p.source for p in pairs], beam_size=1)
+    assert outputs == [p.target for p in pairs]
+    beam_outputs = translator.translate([p.source for p in pairs], beam_size=4)
+    assert beam_outputs == outputs
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+    assert len(tf.config.list_logical_devices("CPU")) >= 2
+    path = tmp_path / "copy.tsv"
+    _toy_corpus(path, 288, "copy", length=5)
+    config = _toy_config(path, "training.epochs=2", "data.dev_size=16", "data.test_size=16",
+                         "training.max_batch_size=32", "model.num_layers=2", "model.hidden_dim=16")
+    single = train(config, str(tmp_path / "single"), verbose=0,
+                   strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored = train(config, str(tmp_path / "mirrored"), verbose=0,
+                     strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    assert mirrored["epochs_run"] == single["epochs_run"] == 2
+    for a, b in zip(single["model"].weights, mirrored["model"].weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   atol=2e-5, err_msg=a.path)
+    first = keras.ops.convert_to_numpy(single["model"].weights[0])
+    assert not np.allclose(first, 0)
+
+
+def test_time_budget_stops_training(tmp_path):
+    config = tiny_config(**{"training.epochs": 50, "training.eval_sample_size": 0})
+    summary = train(config, str(tmp_path / "run"), max_minutes=0.001, verbose=0)
+    assert summary["stopped_by_time_budget"] and summary["epochs_run"] == 1
+
+
+def test_paper_schedule_halves_every_half_epoch_after_epoch_five():
+    schedule = PaperSchedule(0.7, steps_per_epoch=100, decay_start=5.0, decay_every=0.5)
+    rates = [float(schedule(step)) for step in (0, 499, 500, 549, 550, 600, 750)]
+    assert rates == pytest.approx([0.7, 0.7, 0.7, 0.7, 0.35, 0.175, 0.021875])
+
+
+def test_evaluate_prints_per_and_wer(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["evaluate", run_dir, "--split", "test", "--beam", "2", "--samples", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "PER" in printed and "WER" in printed
+    scores = json.load(open(os.path.join(run_dir, "eval", "test.beam2.json")))
+    assert 0 <= scores["per"] <= 100 and scores["words"] == 40
+    hypotheses = open(os.path.join(run_dir, "eval", "test.beam2.hyp"), encoding="utf-8").read()
+    assert len(hypotheses.splitlines()) == 40
+
+
+def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):
+    run_dir, _ = tiny_run
+    lines = ["hello", "", "   ", "world", "x" * 300, "naïve", "hello"]
+    stdin = io.TextIOWrapper(io.BytesIO(("\n".join(lines) + "\n").encode("utf-8") + b"bad\xffbyte\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["translate", run_dir, "--beam", "2"]) == 0
+    output = capsys.readouterr().out.split("\n")
+    assert output[-1] == "" and len(output) - 1 == len(lines) + 1
+    assert output[1] == "" and output[2] == ""
+    assert output[0] == output[6] and output[0] != ""
+
+
+def test_bad_corpus_line_is_reported_by_file_and_line(tmp_path, capsys):
+    path = tmp_path / "mine.tsv"
+    path.write_text("cat\tK AE T\ndog D AO G\n", encoding="utf-8")
+    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
+                 "--set", "data.dataset=tsv", "--set", f"data.path={path}"])
+    assert code == 2
+    assert "mine.tsv:2: no tab" in capsys.readouterr().err
+
+
+def test_bad_config_value_fails_before_training(tmp_path, capsys):
+    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
+                 "--set", "model.num_layers=0"])
+    assert code == 2
+    assert "model.num_layers" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_load_run_restores_the_trained_weights(tiny_run):
+    run_dir, summary = tiny_run
+    _, model, _, _ = load_run(run_dir, checkpoint="last")
+    for a, b in zip(model.weights, summary["model"].weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

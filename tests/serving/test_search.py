@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+from serving.search import beam_search, greedy_search, max_output_lengths, search
+
+BOS, EOS, VOCAB = 2, 3, 12
+
+
+class ToyModel:
+    """A small random recurrent step function with a per-sentence memory."""
+
+    def __init__(self, seed=0, hidden=8):
+        rng = np.random.default_rng(seed)
+        self.embedding = rng.normal(size=(VOCAB, hidden)).astype(np.float32)
+        self.recurrent = rng.normal(size=(hidden, hidden)).astype(np.float32) / np.sqrt(hidden)
+        self.output = rng.normal(size=(hidden, VOCAB)).astype(np.float32) * 1.5
+        self.calls = 0
+
+    def initial_state(self, batch, seed=1):
+        rng = np.random.default_rng(seed)
+        # states: (layers=1 * 2, batch, hidden); memory: (batch, hidden), static.
+        states = rng.normal(size=(2, batch, 8)).astype(np.float32)
+        memory = rng.normal(size=(batch, 8)).astype(np.float32)
+        return {"states": states, "memory": memory}
+
+    def step(self, token_ids, state):
+        self.calls += 1
+        h = np.tanh(state["states"][0] @ self.recurrent + self.embedding[token_ids] + state["memory"])
+        logits = h @ self.output
+        logits[:, :2] = -1e9  # never pad or unk-like ids
+        log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+        return log_probs.astype(np.float32), {"states": np.stack([h, state["states"][1]])}
+
+
+def _tokens(results):
+    return [[h.token_ids for h in found] for found in results]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_one_equals_greedy(seed):
+    model = ToyModel(seed)
+    lengths = max_output_lengths([3, 5, 8, 1, 6], 1.5, 4)
+    greedy = greedy_search(model.step, model.initial_state(5, seed), bos_id=BOS, eos_id=EOS, max_lengths=lengths)
+    beam = beam_search(model.step, model.initial_state(5, seed), bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=1)
+    assert _tokens(greedy) == _tokens(beam)
+    for g, b in zip(greedy, beam):
+        assert g[0].score == pytest.approx(b[0].score, abs=1e-5)
+
+
+def test_beam_finds_the_known_best_path_that_greedy_misses():
+    # Step 1: token 4 (p=0.6) or 5 (p=0.4). After 4 every continuation is flat
+    # (p=0.1 each); after 5, eos is certain. Best: [5] (log 0.4) over [4, x, ...].
+    def step(token_ids, state):
+        rows = len(token_ids)
+        log_probs = np.full((rows, 10), np.log(1e-9), dtype=np.float32)
+        for row, token in enumerate(token_ids):
+            if token == BOS:
+                log_probs[row, 4], log_probs[row, 5] = np.log(0.6), np.log(0.4)
+            elif token == 5:
+                log_probs[row, EOS] = 0.0
+            else:
+                log_probs[row, 4:10] = np.log(0.1)
+                log_probs[row, EOS] = np.log(0.4)
+        return log_probs, {"states": state["states"]}
+
+    state = {"states": np.zeros((2, 1, 1), dtype=np.float32)}
+    greedy = greedy_search(step, state, bos_id=BOS, eos_id=EOS, max_lengths=[5], length_penalty=0.0)
+    beam = beam_search(step, state, bos_id=BOS, eos_id=EOS, max_lengths=[5], beam_size=3, length_penalty=0.0)
+    assert greedy[0][0].token_ids == [4]
+    assert greedy[0][0].log_prob == pytest.approx(np.log(0.6) + np.log(0.4), rel=1e-5)
+    assert beam[0][0].token_ids == [5]
+    assert beam[0][0].log_prob == pytest.approx(np.log(0.4), rel=1e-5)
+
+
+def test_n_best_is_distinct_and_ordered():
+    model = ToyModel(3)
+    results = beam_search(model.step, model.initial_state(4), bos_id=BOS, eos_id=EOS,
+                          max_lengths=[8] * 4, beam_size=6, n_best=4)
+    for found in results:
+        assert len(found) == 4
+        assert len({tuple(h.token_ids) for h in found}) == 4
+        scores = [h.score for h in found]
+        assert scores == sorted(scores, reverse=True)
+        for h in found:
+            assert h.score == pytest.approx(h.log_prob / (len(h.token_ids) + h.finished) ** 1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_batch_equals_one_by_one(beam_size):
+    model = ToyModel(5)
+    batch = 6
+    state = model.initial_state(batch, seed=9)
+    lengths = max_output_lengths([2, 9, 4, 4, 7, 1], 1.0, 3)
+    together = search(model.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size)
+    for i in range(batch):
+        alone_state = {"states": state["states"][:, i : i + 1], "memory": state["memory"][i : i + 1]}
+        alone = search(model.step, alone_state, bos_id=BOS, eos_id=EOS, max_lengths=lengths[i : i + 1], beam_size=beam_size)
+        assert alone[0][0].token_ids == together[i][0].token_ids
+        assert alone[0][0].score == pytest.approx(together[i][0].score, abs=1e-5)
+
+
+def test_outputs_respect_max_length():
+    model = ToyModel(1)
+    lengths = np.array([1, 2, 3])
+    for beam_size in (1, 3):
+        results = search(model.step, model.initial_state(3), bos_id=BOS, eos_id=EOS,
+                         max_lengths=lengths, beam_size=beam_size)
+        for found, limit in zip(results, lengths):
+            assert len(found[0].token_ids) <= limit
+
+
+def test_wider_beam_never_scores_worse_on_this_model():
+    model = ToyModel(7)
+    lengths = [10] * 8
+    narrow = beam_search(model.step, model.initial_state(8), bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=1)
+    wide = beam_search(model.step, model.initial_state(8), bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=8)
+    assert sum(w[0].score for w in wide) >= sum(n[0].score for n in narrow) - 1e-6
+
+
+def test_n_best_larger_than_beam_is_refused():
+    model = ToyModel()
+    with pytest.raises(ValueError, match="n_best"):
+        beam_search(model.step, model.initial_state(1), bos_id=BOS, eos_id=EOS, max_lengths=[3], beam_size=2, n_best=3)
