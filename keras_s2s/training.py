@@ -482,6 +482,7 @@ def train(
         epochs=training.epochs,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # The dataset shuffles sentences and batches itself.
     )
     if not chief and os.path.isdir(backup_dir):
         shutil.rmtree(backup_dir, ignore_errors=True)
