@@ -90,14 +90,23 @@ def metric_kind(config: Config) -> str:
     return "bleu"
 
 
-def score(kind: str, sources: Sequence[str], hypotheses: Sequence[str], targets: Sequence[str]) -> dict:
-    """Scores hypotheses for `sources`; with `g2p`, every target of a source counts."""
+def inputs_to_decode(kind: str, pairs) -> list[str]:
+    """The sources to decode for scoring: each distinct source once for `g2p`
+    (all its targets are references), every pair's source for `bleu`."""
+    if kind == "g2p":
+        return list(dict.fromkeys(pair.source for pair in pairs))
+    return [pair.source for pair in pairs]
+
+
+def score_outputs(kind: str, pairs, hypotheses: Sequence[str]) -> dict:
+    """Scores hypotheses for `inputs_to_decode(kind, pairs)`, in that order."""
     if kind == "g2p":
         references = collections.defaultdict(list)
-        for source, target in zip(sources, targets):
-            references[source].append(target)
-        return g2p_scores(hypotheses, [references[s] for s in sources])
-    return bleu_scores(hypotheses, targets)
+        for pair in pairs:
+            references[pair.source].append(pair.target)
+        sources = inputs_to_decode(kind, pairs)
+        return g2p_scores(hypotheses, [references[source] for source in sources])
+    return bleu_scores(hypotheses, [pair.target for pair in pairs])
 
 
 def format_scores(values: dict) -> str:
@@ -287,20 +296,11 @@ def evaluate(
     path = os.path.join(run_dir, "data", f"{split}.tsv")
     pairs = read_tsv(path)
     kind = metric_kind(config)
-    if kind == "g2p":
-        sources = list(dict.fromkeys(pair.source for pair in pairs))
-    else:
-        sources = [pair.source for pair in pairs]
+    sources = inputs_to_decode(kind, pairs)
     hypotheses = translator.translate(
         sources, beam_size=beam_size, batch_size=batch_size, progress=True
     )
-    if kind == "g2p":
-        references = collections.defaultdict(list)
-        for pair in pairs:
-            references[pair.source].append(pair.target)
-        values = g2p_scores(hypotheses, [references[s] for s in sources])
-    else:
-        values = bleu_scores(hypotheses, [pair.target for pair in pairs])
+    values = score_outputs(kind, pairs, hypotheses)
     values.update({"split": split, "beam_size": beam_size, "metric": kind})
     directory = os.path.join(run_dir, "eval")
     os.makedirs(directory, exist_ok=True)

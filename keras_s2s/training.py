@@ -268,15 +268,20 @@ class DevMetric(keras.callbacks.Callback):
         super().__init__()
         self.config = config
         self.data = data
-        pairs = data.splits["dev"]
-        sources = list(dict.fromkeys(p.source for p in pairs))
-        random.Random(config.training.seed).shuffle(sources)
-        self.sources = sources[:sample_size]
-        self.pairs = [p for p in pairs if p.source in set(self.sources)]
+        from keras_s2s.evaluation import inputs_to_decode, metric_kind
+
+        self.kind = metric_kind(config)
+        pairs = list(data.splits["dev"])
+        # A seeded sample of distinct sources, with every pair of each.
+        chosen = list(dict.fromkeys(p.source for p in pairs))
+        random.Random(config.training.seed).shuffle(chosen)
+        chosen = set(chosen[:sample_size])
+        self.pairs = [p for p in pairs if p.source in chosen]
+        self.sources = inputs_to_decode(self.kind, self.pairs)
         self.translator = None
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_s2s.evaluation import KerasTranslator, metric_kind, score
+        from keras_s2s.evaluation import KerasTranslator, score_outputs
 
         if not self.sources or logs is None:
             return
@@ -285,24 +290,12 @@ class DevMetric(keras.callbacks.Callback):
                 self.model, self.config, self.data.source_tokenizer, self.data.target_tokenizer
             )
         hypotheses = self.translator.translate(self.sources, beam_size=1, batch_size=128)
-        kind = metric_kind(self.config)
-        if kind == "g2p":
-            import collections
-
-            from keras_s2s.evaluation import g2p_scores
-
-            refs = collections.defaultdict(list)
-            for pair in self.pairs:
-                refs[pair.source].append(pair.target)
-            values = g2p_scores(hypotheses, [refs[s] for s in self.sources])
-            logs["val_per"] = values["per"]
-            logs["val_wer"] = values["wer"]
+        values = score_outputs(self.kind, self.pairs, hypotheses)
+        if self.kind == "g2p":
+            logs["val_per"], logs["val_wer"] = values["per"], values["wer"]
             summary = f"dev sample PER {values['per']:.2f}% WER {values['wer']:.2f}%"
         else:
-            targets = {p.source: p.target for p in self.pairs}
-            values = score(kind, self.sources, hypotheses, [targets[s] for s in self.sources])
-            logs["val_bleu"] = values["bleu"]
-            logs["val_chrf"] = values["chrf"]
+            logs["val_bleu"], logs["val_chrf"] = values["bleu"], values["chrf"]
             summary = f"dev sample BLEU {values['bleu']:.2f} chrF {values['chrf']:.2f}"
         log(f"epoch {epoch + 1}: {summary} (greedy, {len(self.sources)} sentences)")
 
@@ -384,11 +377,19 @@ def train(
     Returns:
         A summary: epochs run, final and best dev loss, padding share, seconds.
     """
+    previous_policy = keras.mixed_precision.global_policy()
+    if config.training.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(f"mixed_{config.training.mixed_precision}")
+    try:
+        return _train(config, run_dir, max_minutes=max_minutes, strategy=strategy, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config, run_dir, *, max_minutes, strategy, verbose) -> dict:
     started = time.monotonic()
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(config.training.seed)
-    if config.training.mixed_precision != "none":
-        keras.mixed_precision.set_global_policy(f"mixed_{config.training.mixed_precision}")
     strategy = strategy or choose_strategy()
     chief = is_chief(strategy)
     log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")

@@ -276,33 +276,15 @@ def search(
     step: StepFunction,
     state: dict,
     *,
-    bos_id: int,
-    eos_id: int,
-    max_lengths: Sequence[int],
     beam_size: int = 5,
     n_best: int = 1,
-    length_penalty: float = 1.0,
-    batch_axes: Mapping[str, int] | None = None,
+    **options,
 ) -> list[list[Hypothesis]]:
-    """Greedy search for `beam_size == 1` (the fast path), beam search otherwise."""
+    """Greedy search for `beam_size == 1` (the fast path), beam search otherwise.
+
+    `options` are the keyword arguments shared by both searches: `bos_id`,
+    `eos_id`, `max_lengths`, `length_penalty`, `batch_axes`.
+    """
     if beam_size == 1 and n_best == 1:
-        return greedy_search(
-            step,
-            state,
-            bos_id=bos_id,
-            eos_id=eos_id,
-            max_lengths=max_lengths,
-            length_penalty=length_penalty,
-            batch_axes=batch_axes,
-        )
-    return beam_search(
-        step,
-        state,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        max_lengths=max_lengths,
-        beam_size=beam_size,
-        n_best=n_best,
-        length_penalty=length_penalty,
-        batch_axes=batch_axes,
-    )
+        return greedy_search(step, state, **options)
+    return beam_search(step, state, beam_size=beam_size, n_best=n_best, **options)

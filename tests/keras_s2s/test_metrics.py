@@ -1,6 +1,7 @@
 import pytest
 
-from keras_s2s.evaluation import bleu_scores, edit_distance, g2p_scores, score
+from keras_s2s.data.readers import Pair
+from keras_s2s.evaluation import bleu_scores, edit_distance, g2p_scores, inputs_to_decode, score_outputs
 
 
 def test_edit_distance():
@@ -20,11 +21,12 @@ def test_any_reference_pronunciation_counts():
     assert values["wer"] == 0 and values["per"] == 0
 
 
-def test_score_groups_references_by_source():
-    sources = ["tomato", "tomato", "cat"]
-    targets = ["T AH M EY T OW", "T AH M AA T OW", "K AE T"]
-    values = score("g2p", sources, ["T AH M AA T OW", "T AH M AA T OW", "K AA T"], targets)
-    assert values["wer"] == pytest.approx(100 / 3)
+def test_g2p_scoring_decodes_each_word_once_against_all_its_references():
+    pairs = [Pair("tomato", "T AH M EY T OW"), Pair("cat", "K AE T"), Pair("tomato", "T AH M AA T OW")]
+    assert inputs_to_decode("g2p", pairs) == ["tomato", "cat"]
+    values = score_outputs("g2p", pairs, ["T AH M AA T OW", "K AA T"])
+    assert values["wer"] == pytest.approx(50.0) and values["words"] == 2
+    assert inputs_to_decode("bleu", pairs) == ["tomato", "cat", "tomato"]
 
 
 def test_bleu_and_chrf_with_signatures():

@@ -155,3 +155,13 @@ def test_load_run_restores_the_trained_weights(tiny_run):
     _, model, _, _ = load_run(run_dir, checkpoint="last")
     for a, b in zip(model.weights, summary["model"].weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_mixed_precision_trains_and_restores_the_policy(tmp_path):
+    config = tiny_config(**{"training.epochs": 1, "training.mixed_precision": "bfloat16",
+                            "model.attention": "luong", "training.eval_sample_size": 5})
+    summary = train(config, str(tmp_path / "run"), verbose=0)
+    assert summary["model"].get_layer("decoder_lstm_0").compute_dtype == "bfloat16"
+    assert summary["model"].get_layer("decoder_logits").compute_dtype == "float32"
+    assert np.isfinite(summary["final_val_loss"])
+    assert keras.mixed_precision.global_policy().name == "float32"
