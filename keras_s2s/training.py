@@ -364,6 +364,7 @@ def train(
     max_minutes: float | None = None,
     strategy: tf.distribute.Strategy | None = None,
     verbose: int | str = "auto",
+    callbacks: list | None = None,
 ) -> dict:
     """Trains `config` into `run_dir`; an interrupted run resumes from its backup.
 
@@ -373,6 +374,7 @@ def train(
         max_minutes: float. Stop after this much training time.
         strategy: a `tf.distribute.Strategy`; chosen automatically when None.
         verbose: Keras progress-bar setting.
+        callbacks: extra Keras callbacks, run after the built-in ones.
 
     Returns:
         A summary: epochs run, final and best dev loss, padding share, seconds.
@@ -381,12 +383,15 @@ def train(
     if config.training.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(f"mixed_{config.training.mixed_precision}")
     try:
-        return _train(config, run_dir, max_minutes=max_minutes, strategy=strategy, verbose=verbose)
+        return _train(
+            config, run_dir, max_minutes=max_minutes, strategy=strategy, verbose=verbose,
+            extra_callbacks=callbacks or [],
+        )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(config, run_dir, *, max_minutes, strategy, verbose) -> dict:
+def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) -> dict:
     started = time.monotonic()
     os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(config.training.seed)
@@ -477,6 +482,7 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose) -> dict:
             )
         )
 
+    callbacks += extra_callbacks
     history = model.fit(
         train_dataset,
         validation_data=dev_dataset,

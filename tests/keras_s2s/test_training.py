@@ -165,3 +165,22 @@ def test_mixed_precision_trains_and_restores_the_policy(tmp_path):
     assert summary["model"].get_layer("decoder_logits").compute_dtype == "float32"
     assert np.isfinite(summary["final_val_loss"])
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    config = tiny_config(**{"training.epochs": 3, "training.eval_sample_size": 0})
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir, verbose=0, callbacks=[_Crash()])
+    assert os.path.isdir(os.path.join(run_dir, "backup"))
+    summary = train(config, run_dir, verbose=0)
+    assert summary["epochs_run"] == 1  # only the third epoch was left
+    with open(os.path.join(run_dir, "train_log.csv"), encoding="utf-8") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
+    assert not os.path.exists(os.path.join(run_dir, "backup"))
