@@ -1,0 +1,1 @@
+"""Corpus readers, built-in data sets, tokenizers and the tf.data pipeline."""
