@@ -1,0 +1,211 @@
+"""ONNX export with tf2onnx: `encoder.onnx` and `decoder_step.onnx`.
+
+Every Keras LSTM layer becomes exactly one fused ONNX `LSTM` node. The
+training encoder masks padding through `Embedding(mask_zero=True)`, which
+tf2onnx would turn into a `Loop`; the export therefore traces the encoder
+without the mask (the same layers, looked up by name) and then gives every
+encoder `LSTM` node the `source_lengths` input as `sequence_lens`, so a
+right-padded batch yields exactly the final states of each sentence alone.
+
+Tracing runs on the CPU so that no `CudnnRNNV3` enters the graph.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+import onnx
+import tensorflow as tf
+
+from keras_s2s.config import ModelConfig
+
+OPSET = 17
+FORBIDDEN_OPS = {"Loop", "Scan", "If"}
+
+
+class ExportError(RuntimeError):
+    """An export that produced a graph we refuse to ship."""
+
+
+def encoder_function(model, config: ModelConfig) -> tf.types.experimental.GenericFunction:
+    """The encoder as a `tf.function`: `source_ids`, `source_lengths` -> `states`
+    (and `encoder_outputs` with attention)."""
+    embedding = model.get_layer("source_embedding")
+    layers = [model.get_layer(f"encoder_lstm_{i}") for i in range(config.num_layers)]
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="source_ids"),
+            tf.TensorSpec([None], tf.int32, name="source_lengths"),
+        ]
+    )
+    def encode(source_ids, source_lengths):
+        # No Keras mask here: `sequence_lens` takes its place in the ONNX graph.
+        x = tf.gather(embedding.embeddings, source_ids)
+        stacked = []
+        for index, layer in enumerate(layers):
+            outputs = layer(x, training=False)
+            x = outputs[0]
+            if index == 0 and config.bidirectional_encoder:
+                stacked += [
+                    tf.concat([outputs[1], outputs[3]], axis=-1),
+                    tf.concat([outputs[2], outputs[4]], axis=-1),
+                ]
+            else:
+                stacked += [outputs[1], outputs[2]]
+        result = {"states": tf.stack(stacked, axis=0)}
+        if config.attention == "luong":
+            result["encoder_outputs"] = x
+        return result
+
+    return encode
+
+
+def decoder_step_function(decoder_step, config: ModelConfig):
+    """The one-step decoder model as a `tf.function` with named inputs."""
+    hidden, layers = config.hidden_dim, config.num_layers
+    signature = [
+        tf.TensorSpec([None], tf.int32, name="token_ids"),
+        tf.TensorSpec([2 * layers, None, hidden], tf.float32, name="states"),
+    ]
+    if config.attention == "luong":
+        signature += [
+            tf.TensorSpec([None, None, hidden], tf.float32, name="encoder_outputs"),
+            tf.TensorSpec([None], tf.int32, name="source_lengths"),
+        ]
+
+        @tf.function(input_signature=signature)
+        def step(token_ids, states, encoder_outputs, source_lengths):
+            outputs = decoder_step(
+                {
+                    "token_ids": token_ids,
+                    "states": states,
+                    "encoder_outputs": encoder_outputs,
+                    "source_lengths": source_lengths,
+                },
+                training=False,
+            )
+            return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
+
+    else:
+
+        @tf.function(input_signature=signature)
+        def step(token_ids, states):
+            outputs = decoder_step({"token_ids": token_ids, "states": states}, training=False)
+            return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
+
+    return step
+
+
+def convert(function) -> onnx.ModelProto:
+    """Converts a `tf.function` with a named input signature, traced on the CPU."""
+    import tf2onnx
+
+    with tf.device("/CPU:0"):
+        model_proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=function.input_signature, opset=OPSET
+        )
+    return model_proto
+
+
+def attach_sequence_lengths(model_proto: onnx.ModelProto, lengths_name: str = "source_lengths") -> int:
+    """Sets `sequence_lens` of every `LSTM` node to the graph input `lengths_name`.
+
+    Returns:
+        The number of `LSTM` nodes changed.
+    """
+    names = {graph_input.name for graph_input in model_proto.graph.input}
+    if lengths_name not in names:
+        model_proto.graph.input.append(
+            onnx.helper.make_tensor_value_info(lengths_name, onnx.TensorProto.INT32, ["batch"])
+        )
+    changed = 0
+    for node in model_proto.graph.node:
+        if node.op_type == "LSTM":
+            while len(node.input) < 5:
+                node.input.append("")
+            node.input[4] = lengths_name
+            changed += 1
+    return changed
+
+
+def check_fused_lstms(model_proto: onnx.ModelProto, expected: int, name: str) -> dict:
+    """Fails unless the graph has exactly `expected` fused `LSTM` nodes and no
+    `Loop`, `Scan` or `If`, and every op is a standard ONNX op.
+
+    Returns:
+        The op counts.
+    """
+    counts = collections.Counter(node.op_type for node in model_proto.graph.node)
+    forbidden = sorted(set(counts) & FORBIDDEN_OPS)
+    if forbidden:
+        raise ExportError(
+            f"{name}: the graph contains {', '.join(forbidden)}; every LSTM must be one fused LSTM node"
+        )
+    custom = sorted({node.op_type for node in model_proto.graph.node if node.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ExportError(f"{name}: unconverted or non-standard ops: {', '.join(custom)}")
+    if counts.get("LSTM", 0) != expected:
+        raise ExportError(
+            f"{name}: expected {expected} fused LSTM node(s), found {counts.get('LSTM', 0)}"
+        )
+    onnx.checker.check_model(model_proto)
+    return dict(counts)
+
+
+def export_onnx(model, config: ModelConfig, out_dir: str) -> dict:
+    """Writes `encoder.onnx` and `decoder_step.onnx` for a trained model.
+
+    Args:
+        model: the trained `build_seq2seq` model.
+        config: ModelConfig. Its shape.
+        out_dir: str. Directory to write into (must exist).
+
+    Returns:
+        `{"encoder": op counts, "decoder_step": op counts}`.
+    """
+    from keras_s2s.models import build_inference_models
+
+    _, decoder_step = build_inference_models(model, config)
+    encoder_proto = convert(encoder_function(model, config))
+    attach_sequence_lengths(encoder_proto)
+    decoder_proto = convert(decoder_step_function(decoder_step, config))
+    report = {
+        "encoder": check_fused_lstms(encoder_proto, config.num_layers, "encoder.onnx"),
+        "decoder_step": check_fused_lstms(decoder_proto, config.num_layers, "decoder_step.onnx"),
+    }
+    for proto, file_name in ((encoder_proto, "encoder.onnx"), (decoder_proto, "decoder_step.onnx")):
+        path = os.path.join(out_dir, file_name)
+        temporary = path + ".partial"
+        onnx.save(proto, temporary)
+        os.replace(temporary, path)
+    return report
+
+
+def sessions(out_dir: str):
+    """onnxruntime sessions for the two graphs in `out_dir` (CPU, one thread)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return (
+        ort.InferenceSession(os.path.join(out_dir, "encoder.onnx"), options, providers=["CPUExecutionProvider"]),
+        ort.InferenceSession(os.path.join(out_dir, "decoder_step.onnx"), options, providers=["CPUExecutionProvider"]),
+    )
+
+
+def onnx_step_function(decoder_session, attention: bool):
+    """A `serving.search` step function over the ONNX decoder-step session."""
+
+    def step(token_ids: np.ndarray, state: dict):
+        feeds = {"token_ids": token_ids.astype(np.int32), "states": state["states"]}
+        if attention:
+            feeds["encoder_outputs"] = state["encoder_outputs"]
+            feeds["source_lengths"] = state["source_lengths"]
+        log_probs, next_states = decoder_session.run(["log_probs", "next_states"], feeds)
+        return log_probs, {"states": next_states}
+
+    return step
