@@ -1,0 +1,221 @@
+"""The device-side translator: a bundle directory -> onnxruntime sessions -> beam search.
+
+Only numpy, onnxruntime and sentencepiece are used here. A bundle is checked
+before it is used: its manifest's format version, and the sha256 of every
+file it names; a damaged bundle is refused with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from serving.search import max_output_lengths, pad_sources, search
+from serving.tokenizers import load_vocabulary
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the file."""
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle_dir: str, verify: bool = True) -> dict:
+    """Reads `manifest.json` and checks the format version and every file's sha256."""
+    path = os.path.join(bundle_dir, MANIFEST)
+    if not os.path.exists(path):
+        raise BundleError(f"{path}: manifest is missing; is {bundle_dir} a bundle directory?")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except ValueError as error:
+        raise BundleError(f"{path}: not valid JSON ({error})") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: format_version {version!r} is not supported (this translator reads {FORMAT_VERSION})"
+        )
+    if verify:
+        for name, entry in manifest.get("files", {}).items():
+            file_path = os.path.join(bundle_dir, name)
+            if not os.path.exists(file_path):
+                raise BundleError(f"{file_path}: named in the manifest but missing")
+            if sha256_of(file_path) != entry["sha256"]:
+                raise BundleError(f"{file_path}: sha256 does not match the manifest (damaged or changed)")
+    return manifest
+
+
+@dataclasses.dataclass
+class Translation:
+    """One hypothesis for one input."""
+
+    text: str
+    score: float
+    token_ids: list[int]
+
+
+def _session_options(num_threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    # A decoder calls the session many times in a row: no busy-waiting between calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class EncoderSession:
+    """`source_ids`, `source_lengths` -> the search state (`states`, `encoder_outputs`)."""
+
+    def __init__(self, path: str, providers, num_threads: int | None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(path, _session_options(num_threads), providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        missing = {"source_ids", "source_lengths"} - set(self.input_names)
+        if missing or "states" not in self.output_names:
+            raise BundleError(f"{path}: unexpected encoder inputs {self.input_names} / outputs {self.output_names}")
+
+    def __call__(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
+        outputs = self.session.run(
+            self.output_names, {"source_ids": source_ids, "source_lengths": source_lengths}
+        )
+        return dict(zip(self.output_names, outputs))
+
+
+class DecoderStepSession:
+    """One decoder step as a `serving.search` step function."""
+
+    def __init__(self, path: str, providers, num_threads: int | None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(path, _session_options(num_threads), providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if not {"token_ids", "states"} <= set(self.input_names) or not {
+            "log_probs",
+            "next_states",
+        } <= set(self.output_names):
+            raise BundleError(f"{path}: unexpected decoder inputs {self.input_names} / outputs {self.output_names}")
+
+    def __call__(self, token_ids: np.ndarray, state: dict):
+        feeds = {name: state[name] for name in self.input_names if name != "token_ids"}
+        feeds["token_ids"] = token_ids.astype(np.int32, copy=False)
+        log_probs, next_states = self.session.run(["log_probs", "next_states"], feeds)
+        return log_probs, {"states": next_states}
+
+
+class Translator:
+    """Translates text with a bundle's ONNX graphs and the batched numpy search.
+
+    Build one with `Translator.from_bundle(path)`. Safe to call from several
+    threads: all per-call data lives on the stack.
+    """
+
+    def __init__(self, bundle_dir: str, manifest: dict, providers=None, num_threads=None, int8=False):
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        providers = providers or ["CPUExecutionProvider"]
+        variant = "int8" if int8 else "float32"
+        models = manifest["models"].get(variant)
+        if models is None:
+            raise BundleError(f"{os.path.join(bundle_dir, MANIFEST)}: no {variant} models in this bundle")
+        self.encoder = EncoderSession(os.path.join(bundle_dir, models["encoder"]), providers, num_threads)
+        self.decoder_step = DecoderStepSession(
+            os.path.join(bundle_dir, models["decoder_step"]), providers, num_threads
+        )
+        tokenizers = manifest["tokenizers"]
+        self.source_vocabulary = load_vocabulary(os.path.join(bundle_dir, tokenizers["source"]))
+        self.target_vocabulary = load_vocabulary(os.path.join(bundle_dir, tokenizers["target"]))
+        self.special_ids = manifest["special_ids"]
+        self.reverse_source = manifest["reverse_source"]
+        self.decode = manifest["decode"]
+        self.max_source_length = int(manifest.get("max_source_length", 0)) or None
+
+    @classmethod
+    def from_bundle(cls, path: str, providers=None, num_threads: int | None = None, int8: bool = False):
+        """Checks the bundle (format version, sha256 of every file) and opens its sessions."""
+        manifest = read_manifest(path, verify=True)
+        return cls(path, manifest, providers=providers, num_threads=num_threads, int8=int8)
+
+    def translate_ids(
+        self,
+        sources: Sequence[Sequence[int]],
+        beam_size: int | None = None,
+        n_best: int = 1,
+        length_penalty: float | None = None,
+        max_length_a: float | None = None,
+        max_length_b: int | None = None,
+        batch_size: int = 32,
+    ):
+        """Decodes id lists; returns per input up to `n_best` `Hypothesis`, in input order."""
+        beam_size = beam_size or self.decode["beam_size"]
+        length_penalty = self.decode["length_penalty"] if length_penalty is None else length_penalty
+        a = self.decode["max_length_a"] if max_length_a is None else max_length_a
+        b = self.decode["max_length_b"] if max_length_b is None else max_length_b
+        sources = [list(source) for source in sources]
+        if self.max_source_length:
+            for index, source in enumerate(sources):
+                if len(source) > self.max_source_length:
+                    warnings.warn(
+                        f"input {index}: {len(source)} tokens, truncated to {self.max_source_length}"
+                    )
+                    sources[index] = source[: self.max_source_length]
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        results: list = [None] * len(sources)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids, lengths = pad_sources([sources[i] for i in chunk], reverse=self.reverse_source)
+            state = self.encoder(ids, lengths)
+            if "encoder_outputs" in state:
+                state["source_lengths"] = lengths
+            found = search(
+                self.decoder_step,
+                state,
+                bos_id=self.special_ids["bos"],
+                eos_id=self.special_ids["eos"],
+                max_lengths=max_output_lengths(lengths, a, b),
+                beam_size=beam_size,
+                n_best=n_best,
+                length_penalty=length_penalty,
+            )
+            for index, hypotheses in zip(chunk, found):
+                results[index] = hypotheses
+        return results
+
+    def translate(self, texts: Sequence[str], **options) -> list[list[Translation]]:
+        """Translates lines; per input, its hypotheses best first (an empty line gives "")."""
+        sources = [self.source_vocabulary.encode(text) for text in texts]
+        results = self.translate_ids(sources, **options)
+        output = []
+        for text, hypotheses in zip(texts, results):
+            if not text.strip():
+                output.append([Translation("", 0.0, [])])
+                continue
+            output.append(
+                [
+                    Translation(self.target_vocabulary.decode(h.token_ids), h.score, h.token_ids)
+                    for h in hypotheses
+                ]
+            )
+        return output
