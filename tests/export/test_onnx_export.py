@@ -91,3 +91,19 @@ def test_keras_and_onnx_agree_step_by_step_and_in_the_search(exported):
     keras_results = beam_search(translator.step, keras_state, bos_id=BOS_ID, eos_id=EOS_ID, max_lengths=limits, beam_size=4)
     onnx_results = beam_search(onnx_step, onnx_state, bos_id=BOS_ID, eos_id=EOS_ID, max_lengths=limits, beam_size=4)
     assert [r[0].token_ids for r in keras_results] == [r[0].token_ids for r in onnx_results]
+
+
+def test_saved_model_agrees_with_keras(exported, tmp_path):
+    import tensorflow as tf
+
+    from export.bundle import export_saved_model
+
+    config, model, out_dir, _ = exported
+    result = export_saved_model(model, Config(model=config), str(tmp_path / "saved"))
+    assert result["max_abs_diff"] <= 1e-5
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    encoder_session, _ = sessions(out_dir)
+    ids, lengths = pad_sources(_sources(7), reverse=True)
+    from_saved = loaded.encode(tf.constant(ids), tf.constant(lengths))["states"].numpy()
+    from_onnx = encoder_session.run(["states"], {"source_ids": ids, "source_lengths": lengths})[0]
+    np.testing.assert_allclose(from_saved, from_onnx, atol=1e-5)

@@ -1,0 +1,141 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from export import bundle as bundle_module
+from export.bundle import ExportOptions, export_bundle
+from export.cli import main as export_main
+from serving.translator import BundleError, Translator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run, tmp_path_factory):
+    run_dir, _ = tiny_run
+    out = str(tmp_path_factory.mktemp("bundles") / "tiny")
+    saved_model = str(tmp_path_factory.mktemp("saved") / "tiny")
+    manifest = export_bundle(run_dir, out, ExportOptions(quantize="int8", saved_model_dir=saved_model,
+                                                         max_int8_loss=100.0, gate_sentences=40))
+    return run_dir, out, saved_model, manifest
+
+
+def test_manifest_records_files_gate_and_versions(bundle):
+    _, out, _, manifest = bundle
+    on_disk = json.load(open(os.path.join(out, "manifest.json")))
+    assert on_disk["format_version"] == 1
+    assert set(on_disk["files"]) == {"encoder.onnx", "decoder_step.onnx", "encoder.int8.onnx",
+                                     "decoder_step.int8.onnx", "source_tokenizer.json", "target_tokenizer.json"}
+    assert on_disk["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    assert on_disk["gate"]["max_abs_log_prob_diff"] <= 1e-4
+    assert on_disk["gate"]["identical_beam1"] == on_disk["gate"]["identical_beam5"] == 1.0
+    assert 0 <= on_disk["gate"]["int8_identical_share"] <= 1
+    assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"} <= set(on_disk["versions"])
+    assert on_disk["lstm"]["fused_nodes"] == {"encoder": 2, "decoder_step": 2}
+    assert on_disk["tensors"]["encoder"]["inputs"] == ["source_ids", "source_lengths"]
+    assert not [name for name in os.listdir(os.path.dirname(out)) if ".partial-" in name or ".old-" in name]
+
+
+def test_saved_model_reloads_with_signatures(bundle):
+    import tensorflow as tf
+
+    _, _, saved_model, manifest = bundle
+    loaded = tf.saved_model.load(saved_model)
+    states = loaded.encode(tf.constant([[5, 6, 7]], tf.int32), tf.constant([3], tf.int32))["states"]
+    assert states.shape == (4, 1, 32)
+    step = loaded.decode_step(tf.constant([2], tf.int32), states)
+    assert np.allclose(np.exp(step["log_probs"].numpy()).sum(), 1.0, atol=1e-4)
+    assert manifest["saved_model"]["max_abs_diff"] <= 1e-5
+
+
+def test_moved_bundle_loads_and_translates_like_keras(bundle, tmp_path):
+    run_dir, out, _, _ = bundle
+    moved = str(tmp_path / "elsewhere")
+    shutil.copytree(out, moved)
+    translator = Translator.from_bundle(moved)
+    words = ["hello", "world", "", "abracadabra"]
+    results = translator.translate(words, beam_size=3)
+    assert len(results) == 4 and results[2][0].text == ""
+    from keras_s2s.evaluation import make_translator
+
+    reference = make_translator(run_dir).translate(["hello", "world", "abracadabra"], beam_size=3)
+    assert [results[0][0].text, results[1][0].text, results[3][0].text] == reference
+    int8 = Translator.from_bundle(moved, int8=True).translate(words, beam_size=3)
+    assert len(int8) == 4
+
+
+def test_changed_byte_in_an_onnx_file_is_refused(bundle, tmp_path):
+    _, out, _, _ = bundle
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(out, damaged)
+    path = os.path.join(damaged, "decoder_step.onnx")
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(BundleError, match=r"decoder_step\.onnx: sha256 does not match"):
+        Translator.from_bundle(damaged)
+
+
+def test_missing_tokenizer_file_is_refused(bundle, tmp_path):
+    _, out, _, _ = bundle
+    damaged = str(tmp_path / "missing")
+    shutil.copytree(out, damaged)
+    os.remove(os.path.join(damaged, "target_tokenizer.json"))
+    with pytest.raises(BundleError, match=r"target_tokenizer\.json: named in the manifest but missing"):
+        Translator.from_bundle(damaged)
+
+
+def test_wrong_format_version_is_refused(bundle, tmp_path):
+    _, out, _, _ = bundle
+    other = str(tmp_path / "future")
+    shutil.copytree(out, other)
+    manifest = json.load(open(os.path.join(other, "manifest.json")))
+    manifest["format_version"] = 99
+    json.dump(manifest, open(os.path.join(other, "manifest.json"), "w"))
+    with pytest.raises(BundleError, match=r"manifest\.json: format_version 99"):
+        Translator.from_bundle(other)
+
+
+def test_interrupted_export_leaves_the_old_bundle_intact(bundle, tmp_path, monkeypatch):
+    run_dir, out, _, _ = bundle
+    target = str(tmp_path / "bundle")
+    shutil.copytree(out, target)
+    before = {name: open(os.path.join(target, name), "rb").read() for name in os.listdir(target)}
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted in the gate")
+
+    monkeypatch.setattr(bundle_module, "run_gate", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(run_dir, target, ExportOptions())
+    after = {name: open(os.path.join(target, name), "rb").read() for name in os.listdir(target)}
+    assert after == before
+    assert os.listdir(tmp_path) == ["bundle"]
+    Translator.from_bundle(target).translate(["hello"])
+
+
+def test_failed_gate_refuses_the_export_and_keeps_the_old_bundle(bundle, tmp_path, capsys):
+    run_dir, out, _, _ = bundle
+    target = str(tmp_path / "bundle")
+    shutil.copytree(out, target)
+    code = export_main([run_dir, "--out", target, "--quantize", "int8", "--max-int8-loss", "-1"])
+    assert code == 2
+    assert "gate (c)" in capsys.readouterr().err
+    Translator.from_bundle(target)
+
+
+def test_translate_cli_keeps_lines(bundle):
+    _, out, _, _ = bundle
+    data = "hello\n\n   \nworld\n".encode() + b"bad\xffbyte\n"
+    result = subprocess.run([sys.executable, "-m", "serving.cli", out, "--beam", "2"], input=data,
+                            capture_output=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().split("\n")
+    assert len(lines) == 6 and lines[-1] == ""
+    assert lines[1] == "" and lines[2] == "" and lines[0] != ""
+    assert b"invalid UTF-8" in result.stderr
