@@ -13,6 +13,8 @@ import json
 import os
 from typing import Iterable, Sequence
 
+from serving.tokenizers import SymbolVocabulary
+
 from keras_s2s.config import (
     BOS_ID,
     EOS_ID,
@@ -24,8 +26,11 @@ from keras_s2s.config import (
 )
 
 
-class SymbolTokenizer:
-    """Maps characters or space-separated symbols to ids.
+class SymbolTokenizer(SymbolVocabulary):
+    """Maps characters or space-separated symbols to ids; trains, saves and loads.
+
+    Encoding and decoding are the device-side `serving.tokenizers.SymbolVocabulary`'s,
+    so training and serving cannot disagree.
 
     Args:
         symbols: the vocabulary, without the special tokens.
@@ -39,10 +44,8 @@ class SymbolTokenizer:
     def __init__(self, symbols: Sequence[str], split: str = "char", lowercase: bool = False):
         if split not in ("char", "space"):
             raise ValueError(f"split: {split!r} is not one of char, space")
-        self.split = split
-        self.lowercase = lowercase
-        self.symbols = list(SPECIAL_TOKENS) + [s for s in symbols if s not in SPECIAL_TOKENS]
-        self.ids = {symbol: index for index, symbol in enumerate(self.symbols)}
+        symbols = list(SPECIAL_TOKENS) + [s for s in symbols if s not in SPECIAL_TOKENS]
+        super().__init__(symbols, split, lowercase)
 
     @classmethod
     def train(cls, texts: Iterable[str], split: str = "char", lowercase: bool = False):
@@ -55,21 +58,6 @@ class SymbolTokenizer:
     @staticmethod
     def _pieces(text: str, split: str) -> list[str]:
         return list(text) if split == "char" else text.split()
-
-    @property
-    def vocabulary_size(self) -> int:
-        return len(self.symbols)
-
-    def encode(self, text: str) -> list[int]:
-        if self.lowercase:
-            text = text.lower()
-        return [self.ids.get(piece, UNK_ID) for piece in self._pieces(text, self.split)]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        pieces = [
-            self.symbols[i] for i in ids if i >= NUM_SPECIAL_IDS and i < len(self.symbols)
-        ]
-        return ("" if self.split == "char" else " ").join(pieces)
 
     def save(self, path: str) -> None:
         data = {
