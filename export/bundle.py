@@ -239,7 +239,7 @@ def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, o
     providers = ["CPUExecutionProvider"]
     encoder = EncoderSession(os.path.join(work_dir, "encoder.onnx"), providers, None)
     decoder = DecoderStepSession(os.path.join(work_dir, "decoder_step.onnx"), providers, None)
-    gate = {"sentences": len(texts), "metric": kind}
+    gate = {"sentences": len(texts), "metric": kind, "beam_size": options.beam_size}
 
     _progress(f"gate (a): teacher-forced log-probs on {len(texts)} dev sentences")
     gate["max_abs_log_prob_diff"] = teacher_forced_difference(
@@ -405,10 +405,14 @@ def summary(manifest: dict, out_dir: str) -> str:
         f"gate on {gate['sentences']} dev sentences: max |log-prob diff| {gate['max_abs_log_prob_diff']:.2e}; "
         + ", ".join(f"{k.replace('identical_', 'identical ')} {100 * v:.1f}%" for k, v in gate.items() if k.startswith("identical_"))
     )
-    lines.append(f"  float32: {gate['float32']}")
+    def scores(values: dict) -> str:
+        return ", ".join(f"{key.upper() if len(key) == 3 else key} {value:.2f}" for key, value in values.items())
+
+    lines.append(f"  float32 beam {manifest['gate'].get('beam_size', 5)}: {scores(gate['float32'])}")
     if "int8" in gate:
         lines.append(
-            f"  int8: {gate['int8']} (loss {gate['int8_loss']:+.2f}, identical to float32 {100 * gate['int8_identical_share']:.1f}%)"
+            f"  int8: {scores(gate['int8'])} (loss {gate['int8_loss']:+.2f} points, "
+            f"identical to float32 {100 * gate['int8_identical_share']:.1f}%)"
         )
     lines.append(f"LSTM nodes (fused): {manifest['lstm']['fused_nodes']}")
     return "\n".join(lines)

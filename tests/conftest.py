@@ -44,3 +44,18 @@ def tiny_run(tmp_path_factory):
     config = tiny_config(**{"training.epochs": 3})
     summary = train(config, run_dir, verbose=0)
     return run_dir, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory):
+    """The tiny run exported once per session (float32 + INT8 + SavedModel):
+    `(run_dir, bundle_dir, saved_model_dir, manifest)`."""
+    from export.bundle import ExportOptions, export_bundle
+
+    run_dir, _ = tiny_run
+    out = str(tmp_path_factory.mktemp("bundles") / "tiny")
+    saved_model = str(tmp_path_factory.mktemp("saved") / "tiny")
+    # The 32-unit test model is too small for INT8 to keep its quality: no INT8 limit here.
+    manifest = export_bundle(run_dir, out, ExportOptions(quantize="int8", saved_model_dir=saved_model,
+                                                         max_int8_loss=100.0, gate_sentences=40))
+    return run_dir, out, saved_model, manifest

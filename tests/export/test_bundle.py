@@ -15,14 +15,9 @@ from serving.translator import BundleError, Translator
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def bundle(tiny_run, tmp_path_factory):
-    run_dir, _ = tiny_run
-    out = str(tmp_path_factory.mktemp("bundles") / "tiny")
-    saved_model = str(tmp_path_factory.mktemp("saved") / "tiny")
-    manifest = export_bundle(run_dir, out, ExportOptions(quantize="int8", saved_model_dir=saved_model,
-                                                         max_int8_loss=100.0, gate_sentences=40))
-    return run_dir, out, saved_model, manifest
+@pytest.fixture
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def test_manifest_records_files_gate_and_versions(bundle):
