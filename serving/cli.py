@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--int8", action="store_true", help="use the INT8 models")
     parser.add_argument("--json", action="store_true", help="JSON lines with scores")
+    parser.add_argument("--providers", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda needs onnxruntime-gpu (installed instead of onnxruntime)")
     return parser
 
 
@@ -37,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     from serving.translator import BundleError, Translator
 
     try:
-        translator = Translator.from_bundle(args.bundle, num_threads=args.threads, int8=args.int8)
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.providers == "cuda"
+                     else ["CPUExecutionProvider"])
+        translator = Translator.from_bundle(args.bundle, providers=providers, num_threads=args.threads,
+                                            int8=args.int8)
     except BundleError as error:
         print(f"s2s-translate: error: {error}", file=sys.stderr)
         return 2
@@ -48,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         lines, replaced = _read_lines(sys.stdin.buffer)
     if replaced:
         print(f"s2s-translate: warning: invalid UTF-8 replaced on {replaced} line(s)", file=sys.stderr)
-    results = translator.translate(lines, beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size)
+    bar = None
+    if args.input:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(lines), unit="line", file=sys.stderr, desc="translating")
+    results = translator.translate(lines, beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size,
+                                   progress=bar.update if bar else None)
+    if bar:
+        bar.close()
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for hypotheses in results:

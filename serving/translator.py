@@ -167,8 +167,12 @@ class Translator:
         max_length_a: float | None = None,
         max_length_b: int | None = None,
         batch_size: int = 32,
+        progress=None,
     ):
-        """Decodes id lists; returns per input up to `n_best` `Hypothesis`, in input order."""
+        """Decodes id lists; returns per input up to `n_best` `Hypothesis`, in input order.
+
+        `progress`, when given, is called with the number of inputs done after each batch.
+        """
         beam_size = beam_size or self.decode["beam_size"]
         length_penalty = self.decode["length_penalty"] if length_penalty is None else length_penalty
         a = self.decode["max_length_a"] if max_length_a is None else max_length_a
@@ -201,6 +205,8 @@ class Translator:
             )
             for index, hypotheses in zip(chunk, found):
                 results[index] = hypotheses
+            if progress is not None:
+                progress(len(chunk))
         return results
 
     def translate(self, texts: Sequence[str], **options) -> list[list[Translation]]:

@@ -79,3 +79,18 @@ def test_translator_runs_in_a_venv_without_tensorflow_or_keras(tiny_bundle, tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     expected = [r[0].text for r in Translator.from_bundle(tiny_bundle[1]).translate(["hello", "", "world"], beam_size=5)]
     assert result.stdout.split("\n")[:3] == expected
+
+
+def test_cli_file_in_file_out_with_json_and_progress(tiny_bundle, tmp_path, capsys):
+    import json
+
+    from serving.cli import main
+
+    source = tmp_path / "in.txt"
+    source.write_text("hello\n\nworld\n", encoding="utf-8")
+    target = tmp_path / "out.jsonl"
+    assert main([tiny_bundle[1], "-i", str(source), "-o", str(target), "--json", "--n-best", "2", "--beam", "3"]) == 0
+    rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 3 and len(rows[0]) == 2 and rows[0][0]["score"] >= rows[0][1]["score"]
+    assert rows[1] == [{"text": "", "score": 0.0}]
+    assert "translating" in capsys.readouterr().err
