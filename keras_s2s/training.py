@@ -438,6 +438,8 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
     # Each bucket flushes its remainder, so every epoch has the same batch count;
     # telling tf.data lets Keras show a full progress bar.
     train_dataset = train_dataset.apply(tf.data.experimental.assert_cardinality(padding["batches"]))
+    dev_batches = padding_share(dev_dataset)["batches"]
+    dev_dataset = dev_dataset.apply(tf.data.experimental.assert_cardinality(dev_batches))
 
     with strategy.scope():
         model = build_seq2seq(config.model)
