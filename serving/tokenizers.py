@@ -41,12 +41,15 @@ class SymbolVocabulary:
 
 
 class SentencePieceVocabulary:
-    """A SentencePiece model file."""
+    """A SentencePiece model, from a file or from its serialized bytes."""
 
-    def __init__(self, path: str, lowercase: bool = False):
+    def __init__(self, path: str | None = None, lowercase: bool = False, model_proto: bytes | None = None):
         import sentencepiece as spm
 
-        self.processor = spm.SentencePieceProcessor(model_file=path)
+        if model_proto is not None:
+            self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        else:
+            self.processor = spm.SentencePieceProcessor(model_file=path)
         self.lowercase = lowercase
 
     @property

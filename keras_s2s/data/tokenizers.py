@@ -13,7 +13,7 @@ import json
 import os
 from typing import Iterable, Sequence
 
-from serving.tokenizers import SymbolVocabulary
+from serving.tokenizers import SentencePieceVocabulary, SymbolVocabulary
 
 from keras_s2s.config import (
     BOS_ID,
@@ -77,8 +77,10 @@ class SymbolTokenizer(SymbolVocabulary):
         return cls(data["symbols"][NUM_SPECIAL_IDS:], data["split"], data.get("lowercase", False))
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(SentencePieceVocabulary):
     """A SentencePiece model (unigram or BPE) with pad 0, unk 1, bos 2, eos 3.
+
+    Encoding and decoding are the device-side `SentencePieceVocabulary`'s.
 
     Args:
         model_proto: bytes. The serialized SentencePiece model.
@@ -88,11 +90,8 @@ class SentencePieceTokenizer:
     kind = "sentencepiece"
 
     def __init__(self, model_proto: bytes, lowercase: bool = False):
-        import sentencepiece as spm
-
+        super().__init__(lowercase=lowercase, model_proto=model_proto)
         self.model_proto = model_proto
-        self.lowercase = lowercase
-        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
         expected = {PAD_ID: "pad", UNK_ID: "unk", BOS_ID: "bos", EOS_ID: "eos"}
         actual = {
             self.processor.pad_id(): "pad",
@@ -136,16 +135,6 @@ class SentencePieceTokenizer:
             minloglevel=2,
         )
         return cls(model.getvalue(), lowercase)
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.processor.get_piece_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self.processor.encode(text.lower() if self.lowercase else text)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.processor.decode([int(i) for i in ids if i >= NUM_SPECIAL_IDS])
 
     def save(self, path: str) -> None:
         _write_atomic(path, self.model_proto)
