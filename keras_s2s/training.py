@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras_s2s.config import Config
 from keras_s2s.data.datasets import load_pairs
 from keras_s2s.data.pipeline import make_dataset, padding_share
-from keras_s2s.data.readers import FilterReport, Pair, filter_pairs, read_tsv, split_pairs, write_tsv
+from keras_s2s.data.readers import Pair, filter_pairs, read_tsv, split_pairs, write_tsv
 from keras_s2s.data.tokenizers import build_tokenizers, load_tokenizers, save_tokenizers, tokenizer_files
 from keras_s2s.losses import SequenceCrossEntropy
 from keras_s2s.models import build_seq2seq
