@@ -28,7 +28,7 @@ import numpy as np
 
 from export.onnx_export import OPSET, export_onnx
 from keras_s2s.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from serving.search import max_output_lengths, pad_sources, search
+from serving.search import decode_in_batches, pad_sources
 from serving.translator import FORMAT_VERSION, DecoderStepSession, EncoderSession, sha256_of
 
 
@@ -165,24 +165,21 @@ def _onnx_state(encoder: EncoderSession, ids, lengths) -> dict:
 
 
 def _decode_all(encode, step, sources, reverse, decode, beam_size, batch_size=64):
-    """Runs the shared search over `sources`; returns token id lists in order."""
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    outputs = [None] * len(sources)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, lengths = pad_sources([sources[i] for i in chunk], reverse=reverse)
-        found = search(
-            step,
-            encode(ids, lengths),
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            max_lengths=max_output_lengths(lengths, decode.max_length_a, decode.max_length_b),
-            beam_size=beam_size,
-            length_penalty=decode.length_penalty,
-        )
-        for index, hypotheses in zip(chunk, found):
-            outputs[index] = hypotheses[0].token_ids
-    return outputs
+    """Runs the shared search over `sources`; returns the best token id list of each, in order."""
+    found = decode_in_batches(
+        encode,
+        step,
+        sources,
+        reverse=reverse,
+        max_length_a=decode.max_length_a,
+        max_length_b=decode.max_length_b,
+        batch_size=batch_size,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        beam_size=beam_size,
+        length_penalty=decode.length_penalty,
+    )
+    return [hypotheses[0].token_ids for hypotheses in found]
 
 
 def teacher_forced_difference(model, config, encoder: EncoderSession, decoder: DecoderStepSession,

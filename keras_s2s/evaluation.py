@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from keras_s2s.config import BOS_ID, EOS_ID, Config
-from serving.search import Hypothesis, max_output_lengths, pad_sources, search
+from serving.search import Hypothesis, decode_in_batches
 
 
 # --- Scores -----------------------------------------------------------------
@@ -212,31 +212,28 @@ class KerasTranslator:
         """Decodes id lists; results come back in input order."""
         decode = self.config.decode
         beam_size = beam_size or decode.beam_size
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-        results: list = [None] * len(sources)
-        batches = range(0, len(order), batch_size)
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            batches = tqdm(batches, desc="decoding", unit="batch", file=sys.stderr)
-        for start in batches:
-            chunk = order[start : start + batch_size]
-            ids, lengths = pad_sources(
-                [list(sources[i]) for i in chunk], reverse=self.config.model.reverse_source
-            )
-            state = self.encode_batch(ids, lengths)
-            hypotheses = search(
-                self.step,
-                state,
-                bos_id=BOS_ID,
-                eos_id=EOS_ID,
-                max_lengths=max_output_lengths(lengths, decode.max_length_a, decode.max_length_b),
-                beam_size=beam_size,
-                n_best=n_best,
-                length_penalty=decode.length_penalty,
-            )
-            for index, found in zip(chunk, hypotheses):
-                results[index] = found
+            bar = tqdm(total=len(sources), desc="decoding", unit="sentence", file=sys.stderr)
+        results = decode_in_batches(
+            self.encode_batch,
+            self.step,
+            [list(source) for source in sources],
+            reverse=self.config.model.reverse_source,
+            max_length_a=decode.max_length_a,
+            max_length_b=decode.max_length_b,
+            batch_size=batch_size,
+            progress=bar.update if bar else None,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            beam_size=beam_size,
+            n_best=n_best,
+            length_penalty=decode.length_penalty,
+        )
+        if bar:
+            bar.close()
         return results
 
     def translate(self, texts: Sequence[str], **kwargs) -> list[str]:

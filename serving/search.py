@@ -288,3 +288,47 @@ def search(
     if beam_size == 1 and n_best == 1:
         return greedy_search(step, state, **options)
     return beam_search(step, state, beam_size=beam_size, n_best=n_best, **options)
+
+
+def decode_in_batches(
+    encode: Callable[[np.ndarray, np.ndarray], dict],
+    step: StepFunction,
+    sources: Sequence[Sequence[int]],
+    *,
+    reverse: bool,
+    max_length_a: float,
+    max_length_b: int,
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+    **options,
+) -> list[list[Hypothesis]]:
+    """Decodes id lists in batches of similar length; results come back in input order.
+
+    Args:
+        encode: `encode(source_ids, source_lengths) -> state` for one padded batch.
+        step: the step function.
+        sources: source id lists (not reversed).
+        reverse: bool. Feed the real source tokens reversed.
+        max_length_a: float. Output limit is `a * source_length + b`.
+        max_length_b: int. See `max_length_a`.
+        batch_size: int. Sentences per batch.
+        progress: called with the number of inputs done after each batch.
+        options: the search's keyword arguments (`bos_id`, `eos_id`, `beam_size`,
+            `n_best`, `length_penalty`, `batch_axes`).
+    """
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list = [None] * len(sources)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, lengths = pad_sources([sources[i] for i in chunk], reverse=reverse)
+        found = search(
+            step,
+            encode(ids, lengths),
+            max_lengths=max_output_lengths(lengths, max_length_a, max_length_b),
+            **options,
+        )
+        for index, hypotheses in zip(chunk, found):
+            results[index] = hypotheses
+        if progress is not None:
+            progress(len(chunk))
+    return results

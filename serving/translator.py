@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from serving.search import max_output_lengths, pad_sources, search
+from serving.search import decode_in_batches
 from serving.tokenizers import load_vocabulary
 
 FORMAT_VERSION = 1
@@ -185,29 +185,27 @@ class Translator:
                         f"input {index}: {len(source)} tokens, truncated to {self.max_source_length}"
                     )
                     sources[index] = source[: self.max_source_length]
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-        results: list = [None] * len(sources)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            ids, lengths = pad_sources([sources[i] for i in chunk], reverse=self.reverse_source)
-            state = self.encoder(ids, lengths)
-            if "encoder_outputs" in state:
-                state["source_lengths"] = lengths
-            found = search(
-                self.decoder_step,
-                state,
-                bos_id=self.special_ids["bos"],
-                eos_id=self.special_ids["eos"],
-                max_lengths=max_output_lengths(lengths, a, b),
-                beam_size=beam_size,
-                n_best=n_best,
-                length_penalty=length_penalty,
-            )
-            for index, hypotheses in zip(chunk, found):
-                results[index] = hypotheses
-            if progress is not None:
-                progress(len(chunk))
-        return results
+        return decode_in_batches(
+            self._encode,
+            self.decoder_step,
+            sources,
+            reverse=self.reverse_source,
+            max_length_a=a,
+            max_length_b=b,
+            batch_size=batch_size,
+            progress=progress,
+            bos_id=self.special_ids["bos"],
+            eos_id=self.special_ids["eos"],
+            beam_size=beam_size,
+            n_best=n_best,
+            length_penalty=length_penalty,
+        )
+
+    def _encode(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
+        state = self.encoder(source_ids, source_lengths)
+        if "encoder_outputs" in state:
+            state["source_lengths"] = source_lengths
+        return state
 
     def translate(self, texts: Sequence[str], **options) -> list[list[Translation]]:
         """Translates lines; per input, its hypotheses best first (an empty line gives "")."""
