@@ -153,6 +153,14 @@ class TrainingConfig:
             before stopping (0: off).
         reduce_lr_patience: int. Adam: halve the learning rate after this
             many epochs without dev-loss improvement (0: off).
+        learning_rate_schedule: str. Adam: `constant` (optionally halved on
+            plateaus, see `reduce_lr_patience`) or `cosine`: a linear warm-up
+            over `warmup_steps`, then a cosine decay to
+            `final_learning_rate_ratio` of the peak at the last planned step.
+            With a fixed time budget, cosine to the planned end usually beats
+            halving on noisy dev-loss plateaus.
+        warmup_steps: int. `cosine`: steps of linear warm-up.
+        final_learning_rate_ratio: float. `cosine`: final rate / peak rate.
         mixed_precision: str. `none`, `float16` or `bfloat16`.
         eval_sample_size: int. Dev sentences decoded each epoch for the dev
             metric (0: off).
@@ -174,6 +182,9 @@ class TrainingConfig:
     shuffle_buffer: int = 0
     early_stopping_patience: int = 0
     reduce_lr_patience: int = 0
+    learning_rate_schedule: str = "constant"
+    warmup_steps: int = 0
+    final_learning_rate_ratio: float = 0.02
     mixed_precision: str = "none"
     eval_sample_size: int = 200
     save_every_steps: int = 0
@@ -353,6 +364,23 @@ class Config:
         _at_least("training.shuffle_buffer", tr.shuffle_buffer, 0)
         _at_least("training.early_stopping_patience", tr.early_stopping_patience, 0)
         _at_least("training.reduce_lr_patience", tr.reduce_lr_patience, 0)
+        _one_of("training.learning_rate_schedule", tr.learning_rate_schedule, ("constant", "cosine"))
+        _at_least("training.warmup_steps", tr.warmup_steps, 0)
+        if not 0.0 <= tr.final_learning_rate_ratio <= 1.0:
+            raise ValueError(
+                f"training.final_learning_rate_ratio: {tr.final_learning_rate_ratio} "
+                "is not in [0, 1]"
+            )
+        if tr.learning_rate_schedule == "cosine" and tr.optimizer != "adam":
+            raise ValueError(
+                "training.learning_rate_schedule: 'cosine' applies to the adam optimizer; "
+                f"training.optimizer is '{tr.optimizer}', which has its own schedule"
+            )
+        if tr.learning_rate_schedule == "cosine" and tr.reduce_lr_patience:
+            raise ValueError(
+                "training.reduce_lr_patience: must be 0 with learning_rate_schedule "
+                "'cosine' (the schedule sets the rate)"
+            )
         _one_of("training.mixed_precision", tr.mixed_precision, ("none", "float16", "bfloat16"))
         _at_least("training.eval_sample_size", tr.eval_sample_size, 0)
         _at_least("training.save_every_steps", tr.save_every_steps, 0)

@@ -184,18 +184,35 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def learning_rate_schedule(config: Config, steps_per_epoch: int):
+    """The learning rate: a float, or a schedule of the optimizer step."""
     training = config.training
-    clip = training.clip_norm or None
     if training.optimizer == "paper_sgd":
-        schedule = PaperSchedule(
+        return PaperSchedule(
             training.learning_rate,
             steps_per_epoch,
             training.learning_rate_decay_start,
             training.learning_rate_decay_every,
         )
-        return keras.optimizers.SGD(schedule, global_clipnorm=clip)
-    return keras.optimizers.Adam(training.learning_rate, global_clipnorm=clip)
+    if training.learning_rate_schedule == "cosine":
+        total = max(1, training.epochs * steps_per_epoch)
+        warmup = min(training.warmup_steps, total - 1)
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=training.learning_rate / 100 if warmup else training.learning_rate,
+            decay_steps=total - warmup,
+            alpha=training.final_learning_rate_ratio,
+            warmup_target=training.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    return training.learning_rate
+
+
+def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate = learning_rate_schedule(config, steps_per_epoch)
+    clip = config.training.clip_norm or None
+    if config.training.optimizer == "paper_sgd":
+        return keras.optimizers.SGD(rate, global_clipnorm=clip)
+    return keras.optimizers.Adam(rate, global_clipnorm=clip)
 
 
 # --- Callbacks --------------------------------------------------------------

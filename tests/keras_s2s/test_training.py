@@ -16,7 +16,7 @@ from keras_s2s.config import Config
 from keras_s2s.data.readers import read_tsv
 from keras_s2s.data.tokenizers import load_tokenizers
 from keras_s2s.evaluation import KerasTranslator, load_run
-from keras_s2s.training import PaperSchedule, train
+from keras_s2s.training import PaperSchedule, learning_rate_schedule, train
 
 
 def _toy_corpus(path, count, task, length=None, seed=0):
@@ -108,6 +108,32 @@ def test_paper_schedule_halves_every_half_epoch_after_epoch_five():
     schedule = PaperSchedule(0.7, steps_per_epoch=100, decay_start=5.0, decay_every=0.5)
     rates = [float(schedule(step)) for step in (0, 499, 500, 549, 550, 600, 750)]
     assert rates == pytest.approx([0.7, 0.7, 0.7, 0.7, 0.35, 0.175, 0.021875])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_final_ratio():
+    config = Config.from_dict(
+        {
+            "training": {
+                "epochs": 4,
+                "learning_rate": 0.002,
+                "learning_rate_schedule": "cosine",
+                "warmup_steps": 10,
+                "final_learning_rate_ratio": 0.05,
+            }
+        }
+    )
+    schedule = learning_rate_schedule(config, steps_per_epoch=25)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100, 200)]
+    assert rates[0] < rates[1] < rates[2]
+    assert rates[2] == pytest.approx(0.002)
+    assert rates[2] > rates[3] > rates[4]
+    assert rates[4] == pytest.approx(0.002 * 0.05, rel=1e-4)
+    assert rates[5] == pytest.approx(0.002 * 0.05, rel=1e-4)
+
+
+def test_cosine_schedule_conflicts_with_plateau_halving():
+    with pytest.raises(ValueError, match="training.reduce_lr_patience"):
+        Config.from_dict({"training": {"learning_rate_schedule": "cosine", "reduce_lr_patience": 1}})
 
 
 def test_evaluate_prints_per_and_wer(tiny_run, capsys):
