@@ -1,4 +1,4 @@
-"""The `s2s` command line: train, evaluate, translate."""
+"""The `s2s` command line: train, launch-local, evaluate, translate."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ def _train(args) -> int:
         f"best dev loss {summary['best_val_loss']:.4f}; run directory {args.run_dir}"
     )
     return 0
+
+
+def _launch_local(args) -> int:
+    from keras_s2s.launch import launch_local
+
+    train_args = ["--config", args.config, "--run-dir", args.run_dir]
+    for item in args.set or []:
+        train_args += ["--set", item]
+    if args.max_minutes is not None:
+        train_args += ["--max-minutes", str(args.max_minutes)]
+    train_args += ["--verbose", str(args.verbose)]
+    return launch_local(train_args, workers=args.workers, host=args.host)
 
 
 def _evaluate(args) -> int:
@@ -50,6 +62,17 @@ def _translate(args) -> int:
     return 0
 
 
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or file")
+    parser.add_argument("--run-dir", required=True, help="output directory")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="change one config value, e.g. --set data.dataset=tsv --set data.path=my.tsv",
+    )
+    parser.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    parser.add_argument("--verbose", type=int, default=1, help="Keras progress: 0, 1 or 2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s2s", description="Train, evaluate and run deep LSTM sequence-to-sequence models."
@@ -57,15 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model into a run directory")
-    train.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or file")
-    train.add_argument("--run-dir", required=True, help="output directory")
-    train.add_argument(
-        "--set", action="append", metavar="KEY=VALUE",
-        help="change one config value, e.g. --set data.dataset=tsv --set data.path=my.tsv",
-    )
-    train.add_argument("--max-minutes", type=float, default=None, help="training time budget")
-    train.add_argument("--verbose", type=int, default=1, help="Keras progress: 0, 1 or 2")
+    _add_train_arguments(train)
     train.set_defaults(handler=_train)
+
+    launch = commands.add_parser(
+        "launch-local",
+        help="run `train` as several workers of one cluster on this machine (loopback ports)",
+    )
+    launch.add_argument("--workers", type=int, default=2, help="number of worker processes")
+    launch.add_argument("--host", default="127.0.0.1", help="address the workers listen on")
+    _add_train_arguments(launch)
+    launch.set_defaults(handler=_launch_local)
 
     evaluate = commands.add_parser("evaluate", help="decode a split and score it")
     evaluate.add_argument("run_dir")

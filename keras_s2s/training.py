@@ -10,6 +10,7 @@ an interrupted run), `train_log.csv`, TensorBoard logs (`tensorboard/`),
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -49,12 +50,91 @@ def choose_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
+def worker_task(strategy: tf.distribute.Strategy) -> tuple[str | None, int]:
+    """`(task_type, task_id)` of this process; `(None, 0)` outside a cluster."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not os.environ.get("TF_CONFIG"):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
+        return None, 0
+    return resolver.task_type, int(resolver.task_id or 0)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The chief writes the run directory: worker 0, or the task named `chief`."""
+    task_type, task_id = worker_task(strategy)
     return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+
+
+def worker_scratch_dir(run_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """Where a non-chief worker writes: `RUN_DIR/.worker_<type>_<id>`.
+
+    Named by the task, not the process, so a restarted worker finds its own
+    backup; removed when training ends normally.
+    """
+    task_type, task_id = worker_task(strategy)
+    return os.path.join(run_dir, f".worker_{task_type}_{task_id}")
+
+
+def _build_from_local_batch(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    """Lets `fit` build a model fed with a dict of inputs under `MultiWorkerMirroredStrategy`.
+
+    Before training, Keras reduces one distributed batch across workers to
+    learn its shapes, and that cross-worker reduce fails on nested inputs
+    (keras-team/keras#20329). Shapes need no reduce: this takes the batch's
+    local values instead.
+    """
+    original = model._maybe_symbolic_build
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None and data_batch is None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(local, next(batches))
+                break
+        return original(iterator=None, data_batch=data_batch)
+
+    model._maybe_symbolic_build = build
+
+
+def _fix_multi_worker_log_reduce() -> None:
+    """Lets Keras 3 `fit` reduce scalar logs across workers.
+
+    Under `MultiWorkerMirroredStrategy`, Keras 3 averages each step's logs
+    (loss, metrics: scalars) with `strategy.reduce("MEAN", value, axis=0)`,
+    which fails on a scalar ("Invalid reduction dimension 0 for input with 0
+    dimensions", tensorflow/tensorflow#72388). A scalar's mean over workers
+    needs no axis; everything else keeps Keras' own reduction.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "keras_s2s_fix", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if not (
+            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and reduction in ("auto", "mean")
+        ):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            local = (
+                strategy.experimental_local_results(value)[0]
+                if isinstance(value, tf.distribute.DistributedValues)
+                else value
+            )
+            if tf.is_tensor(local) and local.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return tf.nest.map_structure(reduce, values)
+
+    reduce_per_replica.keras_s2s_fix = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 # --- Data -------------------------------------------------------------------
@@ -261,20 +341,42 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training once `max_minutes` have passed (checked after every batch)."""
+    """Stops training once `max_minutes` have passed.
 
-    def __init__(self, max_minutes: float | None):
+    Checked after every batch on one machine. Under
+    `MultiWorkerMirroredStrategy` all workers must stop at the same step, so
+    the chief's clock decides at the end of each epoch and every worker
+    learns the decision through an all-reduce.
+    """
+
+    def __init__(self, max_minutes: float | None, strategy=None, chief: bool = True):
         super().__init__()
         self.max_seconds = None if not max_minutes else 60.0 * max_minutes
         self.start = time.monotonic()
         self.stopped = False
+        self.strategy = strategy
+        self.chief = chief
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _over(self) -> bool:
+        return bool(self.max_seconds) and time.monotonic() - self.start > self.max_seconds
+
+    def _stop(self):
+        if not self.stopped:
+            log(f"time budget of {self.max_seconds / 60:.1f} minutes reached: stopping")
+        self.stopped = True
+        self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.max_seconds and time.monotonic() - self.start > self.max_seconds:
-            if not self.stopped:
-                log(f"time budget of {self.max_seconds / 60:.1f} minutes reached: stopping")
-            self.stopped = True
-            self.model.stop_training = True
+        if not self.multi_worker and self._over():
+            self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not (self.multi_worker and self.max_seconds):
+            return
+        vote = tf.constant(1.0 if self.chief and self._over() else 0.0)
+        if float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, vote, axis=None)) > 0:
+            self._stop()
 
 
 class DevMetric(keras.callbacks.Callback):
@@ -315,6 +417,105 @@ class DevMetric(keras.callbacks.Callback):
             logs["val_bleu"], logs["val_chrf"] = values["bleu"], values["chrf"]
             summary = f"dev sample BLEU {values['bleu']:.2f} chrF {values['chrf']:.2f}"
         log(f"epoch {epoch + 1}: {summary} (greedy, {len(self.sources)} sentences)")
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` with a single atomic commit point, and one source
+    of truth in a cluster.
+
+    Each backup writes its weights (with the optimizer state) to a new file,
+    then renames a small JSON file naming that file and the epoch into place,
+    then removes the previous weights. A process killed at any moment (even
+    `kill -9`) leaves a consistent backup, so the next start resumes from it.
+    Resuming restarts the epoch in which the backup was taken, from the
+    backed-up weights and optimizer state.
+
+    Under `MultiWorkerMirroredStrategy` only the chief keeps a backup. At the
+    start of training every worker takes the chief's weights, optimizer state
+    and epoch through an all-reduce, so workers restarted after a crash agree
+    on where they are without sharing a file system.
+
+    Args:
+        backup_dir: str. Where the backup lives.
+        strategy: the `tf.distribute` strategy of the run.
+        chief: bool. Whether this process writes and reads the backup.
+        **kwargs: passed to `keras.callbacks.BackupAndRestore`.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, backup_dir, strategy=None, chief=True, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.strategy = strategy
+        self.chief = chief
+
+    def _state_path(self) -> str:
+        return os.path.join(self.backup_dir, self.STATE)
+
+    def _read_state(self) -> dict | None:
+        try:
+            with open(self._state_path(), encoding="utf-8") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return None
+
+    def _load_model(self):
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        state = self._read_state() if self.chief else None
+        epoch = 0
+        if state is not None:
+            self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+            epoch = int(state["epoch"])
+            log(f"resuming from {self.backup_dir}: epoch {epoch + 1}")
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            epoch = self._take_chief_state(epoch)
+        if epoch:
+            self.model._initial_epoch = epoch
+
+    def _take_chief_state(self, epoch: int) -> int:
+        """All workers: every variable and the epoch become the chief's."""
+
+        def from_chief(value):
+            value = tf.convert_to_tensor(value)
+            contribution = value if self.chief else tf.zeros_like(value)
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, contribution, axis=None)
+
+        variables = list(self.model.variables)
+        if self.model.optimizer is not None:
+            variables += list(self.model.optimizer.variables)
+        for variable in variables:
+            variable.assign(from_chief(variable.value))
+        return int(from_chief(tf.constant(epoch, tf.int64)))
+
+    def _save_model(self):
+        if not self.chief:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        previous = self._read_state()
+        self._saves = getattr(self, "_saves", 0) + 1
+        name = f"e{self._current_epoch}-b{self._last_batch_seen}-{os.getpid()}-{self._saves}.weights.h5"
+        self.model.save_weights(os.path.join(self.backup_dir, name))
+        state = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        temporary = self._state_path() + ".partial"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self._state_path())
+        if previous and previous["weights"] != name:
+            try:
+                os.remove(os.path.join(self.backup_dir, previous["weights"]))
+            except FileNotFoundError:
+                pass
+
+
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of the model's weights: equal on every worker of a healthy run."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class CurvePlot(keras.callbacks.Callback):
@@ -415,6 +616,11 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
     strategy = strategy or choose_strategy()
     chief = is_chief(strategy)
     log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    # Every worker runs the same program; only the chief's files are the run.
+    # The others write into a scratch directory of their own, removed at the end.
+    chief_dir = run_dir
+    run_dir = chief_dir if chief else worker_scratch_dir(chief_dir, strategy)
+    os.makedirs(run_dir, exist_ok=True)
 
     data = prepare_data(config, run_dir)
     config = dataclasses.replace(
@@ -466,20 +672,26 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             steps_per_execution=training.steps_per_execution,
         )
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _fix_multi_worker_log_reduce()
+        _build_from_local_batch(model, strategy)
     if verbose:
         model.summary(print_fn=lambda line, **_: print(line, file=sys.stderr))
 
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    backup_dir = os.path.join(run_dir, "backup") if chief else os.path.join(
-        run_dir, f"backup_worker_{os.getpid()}"
-    )
-    budget = TimeBudget(max_minutes)
+    backup_dir = os.path.join(run_dir, "backup")
+    budget = TimeBudget(max_minutes, strategy=strategy, chief=chief)
     callbacks = []
-    if training.eval_sample_size and data.splits["dev"]:
+    if training.eval_sample_size and data.splits["dev"] and chief:
+        # Decoding a sample is local work; only the chief's logs are kept.
         callbacks.append(DevMetric(config, data, training.eval_sample_size))
     callbacks += [
-        keras.callbacks.BackupAndRestore(
-            backup_dir, save_freq=training.save_every_steps or "epoch", delete_checkpoint=True
+        AtomicBackupAndRestore(
+            backup_dir,
+            strategy=strategy,
+            chief=chief,
+            save_freq=training.save_every_steps or "epoch",
+            delete_checkpoint=True,
         ),
         AtomicCheckpoint(checkpoint_dir, enabled=chief),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "train_log.csv"), append=True),
@@ -510,8 +722,8 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
         verbose=verbose,
         shuffle=False,  # The dataset shuffles sentences and batches itself.
     )
-    if not chief and os.path.isdir(backup_dir):
-        shutil.rmtree(backup_dir, ignore_errors=True)
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
     summary = {
         "epochs_run": len(history.history.get("loss", [])),
         "stopped_by_time_budget": budget.stopped,
@@ -519,13 +731,14 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
         "best_val_loss": min(history.history.get("val_loss") or [math.nan]),
         "padding_share": padding["padding_share"],
         "seconds": time.monotonic() - started,
+        "weights_digest": weights_digest(model),
     }
     if chief:
         with open(os.path.join(run_dir, "train_summary.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2)
     log(
         f"done: {summary['epochs_run']} epoch(s) in {summary['seconds'] / 60:.1f} min; "
-        f"best dev loss {summary['best_val_loss']:.4f}"
+        f"best dev loss {summary['best_val_loss']:.4f}; weights digest {summary['weights_digest']}"
     )
     model.seq2seq_config = config.model
     summary["model"] = model

@@ -47,11 +47,20 @@ def test_paper_preset_matches_the_paper():
         ("data.dataset=tsv", "data.path"),
         ("decode.n_best=9", "decode.n_best"),
         ("training.mixed_precision=float8", "training.mixed_precision"),
+        ("training.learning_rate=fast", "training.learning_rate"),
+        ("training.learning_rate_schedule=linear", "training.learning_rate_schedule"),
     ],
 )
 def test_bad_values_name_the_key(assignment, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         Config().override([assignment])
+
+
+def test_exponent_notation_is_a_number_on_the_command_line_and_in_files(tmp_path):
+    assert Config().override(["training.learning_rate=1e-4"]).training.learning_rate == 1e-4
+    path = tmp_path / "lr.yaml"
+    path.write_text("training:\n  learning_rate: 3e-4\n")
+    assert Config.load(path).training.learning_rate == 3e-4
 
 
 def test_unknown_key_in_a_file_is_named(tmp_path):

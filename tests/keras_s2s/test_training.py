@@ -134,6 +134,8 @@ def test_cosine_schedule_warms_up_then_decays_to_the_final_ratio():
 def test_cosine_schedule_conflicts_with_plateau_halving():
     with pytest.raises(ValueError, match="training.reduce_lr_patience"):
         Config.from_dict({"training": {"learning_rate_schedule": "cosine", "reduce_lr_patience": 1}})
+    with pytest.raises(ValueError, match="training.learning_rate_schedule"):
+        Config.from_dict({"training": {"learning_rate_schedule": "cosine", "optimizer": "paper_sgd"}})
 
 
 def test_evaluate_prints_per_and_wer(tiny_run, capsys):
