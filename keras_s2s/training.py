@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras_s2s.config import Config
 from keras_s2s.data.datasets import load_pairs
 from keras_s2s.data.pipeline import make_dataset, padding_share
-from keras_s2s.data.readers import Pair, filter_pairs, read_tsv, split_pairs, write_tsv
+from keras_s2s.data.readers import CorpusError, Pair, filter_pairs, read_tsv, split_pairs, write_tsv
 from keras_s2s.data.tokenizers import build_tokenizers, load_tokenizers, save_tokenizers, tokenizer_files
 from keras_s2s.losses import SequenceCrossEntropy
 from keras_s2s.models import build_seq2seq
@@ -157,6 +157,14 @@ def _side_length(split: str, subword: bool):
     return len
 
 
+def _corpus_name(data) -> str:
+    if data.dataset == "tsv":
+        return data.path
+    if data.dataset == "parallel":
+        return f"{data.source_path} + {data.target_path}"
+    return f"data set {data.dataset}"
+
+
 def prepare_data(config: Config, run_dir: str) -> PreparedData:
     """Loads, filters, splits and tokenizes the corpus; writes splits and tokenizers.
 
@@ -187,6 +195,8 @@ def prepare_data(config: Config, run_dir: str) -> PreparedData:
             target_length_fn=_side_length(config.tokenizer.target_split, subword),
         )
         log(f"corpus {config.data.dataset}: {filtered.summary()}")
+        if not kept:
+            raise CorpusError(f"{_corpus_name(config.data)}: no usable pairs ({filtered.summary()})")
         splits = split_pairs(kept, config.data.dev_size, config.data.test_size, config.data.seed)
         source_tokenizer, target_tokenizer = build_tokenizers(
             config.tokenizer,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
+import os
 import sys
+import warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +25,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_lines(stream) -> tuple[list[str], int]:
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    lines, replaced = [], 0
-    for raw in stream:
-        text = decoder.decode(raw)
-        replaced += "\ufffd" in text
-        lines.append(text.rstrip("\n").rstrip("\r"))
-    return lines, replaced
+def _decoded_lines(stream):
+    """Yields `(line_number, text, had_invalid_utf8)` for each line of a byte stream.
+
+    Invalid UTF-8 is replaced by U+FFFD; a byte-order mark on line 1 is dropped.
+    """
+    for number, raw in enumerate(stream, start=1):
+        try:
+            text, bad = raw.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, bad = raw.decode("utf-8", errors="replace"), True
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        yield number, text.rstrip("\n").rstrip("\r"), bad
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+MAX_WARNINGS = 10  # per kind; the rest are counted in a summary at the end
+
+
+def _warn(message: str) -> None:
+    print(f"s2s-translate: warning: {message}", file=sys.stderr)
+
+
+class _Run:
+    """Translates chunks of numbered lines; a line that fails gives no hypotheses."""
+
+    def __init__(self, translator, options: dict):
+        self.translator = translator
+        self.options = options
+        self.failed = 0
+        self.truncated = 0
+
+    def _translate(self, texts: list[str], first_line: int):
+        from serving.translator import TruncationWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = self.translator.translate(texts, **self.options)
+        for warning in caught:
+            if isinstance(warning.message, TruncationWarning):
+                w = warning.message
+                self.truncated += 1
+                if self.truncated <= MAX_WARNINGS:
+                    _warn(f"line {first_line + w.index}: {w.length} tokens, truncated to {w.limit}")
+            else:
+                _warn(f"line {first_line}: {warning.message}")
+        return results
+
+    def chunk(self, numbered: list[tuple[int, str]]):
+        texts = [text for _, text in numbered]
+        try:
+            return self._translate(texts, numbered[0][0])
+        except Exception:  # Find the line at fault; translate the others.
+            results = []
+            for number, text in numbered:
+                try:
+                    results.extend(self._translate([text], number))
+                except Exception as error:
+                    self.failed += 1
+                    _warn(f"line {number}: not translated ({type(error).__name__}: {error}); "
+                          "writing an empty line")
+                    results.append([])
+            return results
+
+
+def _count_lines(path: str) -> int:
+    count, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,32 +121,58 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as error:
         print(f"s2s-translate: error: {error}", file=sys.stderr)
         return 2
-    if args.input:
-        with open(args.input, "rb") as handle:
-            lines, replaced = _read_lines(handle)
-    else:
-        lines, replaced = _read_lines(sys.stdin.buffer)
-    if replaced:
-        print(f"s2s-translate: warning: invalid UTF-8 replaced on {replaced} line(s)", file=sys.stderr)
+    try:
+        source = open(args.input, "rb") if args.input else sys.stdin.buffer
+    except OSError as error:
+        print(f"s2s-translate: error: cannot read {args.input}: {error.strerror}", file=sys.stderr)
+        return 2
+    # Written beside the target and renamed into place when complete, so an
+    # interrupted run never leaves a partial file under the output's name.
+    partial = f"{args.output}.partial" if args.output else None
+    out = open(partial, "w", encoding="utf-8") if partial else sys.stdout
     bar = None
     if args.input:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(lines), unit="line", file=sys.stderr, desc="translating")
-    results = translator.translate(lines, beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size,
-                                   progress=bar.update if bar else None)
-    if bar:
-        bar.close()
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        bar = tqdm(total=_count_lines(args.input), unit="line", file=sys.stderr, desc="translating")
+    run = _Run(translator, dict(beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size))
+    invalid = 0
     try:
-        for hypotheses in results:
-            if args.json:
-                out.write(json.dumps([{"text": h.text, "score": h.score} for h in hypotheses], ensure_ascii=False) + "\n")
-            else:
-                out.write(hypotheses[0].text.replace("\n", " ") + "\n")
+        # Chunks keep memory flat on long inputs and let output flow on stdin.
+        chunk_size = max(args.batch_size * 8, 256) if args.input else args.batch_size
+        for chunk in _chunks(_decoded_lines(source), chunk_size):
+            for number, _, bad in chunk:
+                if bad:
+                    invalid += 1
+                    if invalid <= MAX_WARNINGS:
+                        _warn(f"line {number}: invalid UTF-8 replaced by U+FFFD")
+            numbered = [(number, text) for number, text, _ in chunk]
+            for hypotheses in run.chunk(numbered):
+                if args.json:
+                    out.write(json.dumps([{"text": h.text, "score": h.score} for h in hypotheses],
+                                         ensure_ascii=False) + "\n")
+                else:
+                    out.write((hypotheses[0].text.replace("\n", " ") if hypotheses else "") + "\n")
+            out.flush()
+            if bar:
+                bar.update(len(chunk))
     finally:
-        if args.output:
+        if bar:
+            bar.close()
+        if args.input:
+            source.close()
+        if partial:
             out.close()
+    if partial:
+        os.replace(partial, args.output)
+    if invalid:
+        _warn(f"invalid UTF-8 replaced on {invalid} line(s)")
+    if run.truncated:
+        _warn(f"{run.truncated} line(s) longer than the model's limit were truncated")
+    if run.failed:
+        print(f"s2s-translate: error: {run.failed} line(s) not translated (empty lines written)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

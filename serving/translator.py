@@ -23,6 +23,17 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
+class TruncationWarning(UserWarning):
+    """A source longer than the model's limit was cut to the limit.
+
+    Attributes: `index` (position in the call's inputs), `length`, `limit`.
+    """
+
+    def __init__(self, index: int, length: int, limit: int):
+        super().__init__(f"input {index}: {length} tokens, truncated to {limit}")
+        self.index, self.length, self.limit = index, length, limit
+
+
 class BundleError(ValueError):
     """A bundle that cannot be used; the message names the file."""
 
@@ -51,13 +62,29 @@ def read_manifest(bundle_dir: str, verify: bool = True) -> dict:
             f"{path}: format_version {version!r} is not supported (this translator reads {FORMAT_VERSION})"
         )
     if verify:
-        for name, entry in manifest.get("files", {}).items():
+        files = manifest.get("files", {})
+        used = [manifest.get("tokenizers", {}).get(side) for side in ("source", "target")]
+        for models in manifest.get("models", {}).values():
+            used += list(models.values()) if isinstance(models, dict) else []
+        for name in used:
+            if name is not None and name not in files:
+                raise BundleError(f"{path}: {name} is used but has no sha256 in the manifest")
+        for name, entry in files.items():
             file_path = os.path.join(bundle_dir, name)
             if not os.path.exists(file_path):
                 raise BundleError(f"{file_path}: named in the manifest but missing")
             if sha256_of(file_path) != entry["sha256"]:
                 raise BundleError(f"{file_path}: sha256 does not match the manifest (damaged or changed)")
     return manifest
+
+
+def _load_vocabulary(path: str):
+    if not os.path.exists(path):
+        raise BundleError(f"{path}: named in the manifest but missing")
+    try:
+        return load_vocabulary(path)
+    except Exception as error:
+        raise BundleError(f"{path}: cannot read this tokenizer ({type(error).__name__}: {error})") from None
 
 
 @dataclasses.dataclass
@@ -83,13 +110,23 @@ def _session_options(num_threads: int | None):
     return options
 
 
+def _open_session(path: str, providers, num_threads: int | None):
+    import onnxruntime as ort
+
+    if not os.path.exists(path):
+        raise BundleError(f"{path}: named in the manifest but missing")
+    try:
+        return ort.InferenceSession(path, _session_options(num_threads), providers=providers)
+    except Exception as error:  # onnxruntime raises its own exception types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BundleError(f"{path}: onnxruntime cannot load this model ({reason})") from None
+
+
 class EncoderSession:
     """`source_ids`, `source_lengths` -> the search state (`states`, `encoder_outputs`)."""
 
     def __init__(self, path: str, providers, num_threads: int | None):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(path, _session_options(num_threads), providers=providers)
+        self.session = _open_session(path, providers, num_threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = {"source_ids", "source_lengths"} - set(self.input_names)
@@ -107,9 +144,7 @@ class DecoderStepSession:
     """One decoder step as a `serving.search` step function."""
 
     def __init__(self, path: str, providers, num_threads: int | None):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(path, _session_options(num_threads), providers=providers)
+        self.session = _open_session(path, providers, num_threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         if not {"token_ids", "states"} <= set(self.input_names) or not {
@@ -135,22 +170,28 @@ class Translator:
     def __init__(self, bundle_dir: str, manifest: dict, providers=None, num_threads=None, int8=False):
         self.bundle_dir = bundle_dir
         self.manifest = manifest
+        manifest_path = os.path.join(bundle_dir, MANIFEST)
         providers = providers or ["CPUExecutionProvider"]
         variant = "int8" if int8 else "float32"
-        models = manifest["models"].get(variant)
-        if models is None:
-            raise BundleError(f"{os.path.join(bundle_dir, MANIFEST)}: no {variant} models in this bundle")
-        self.encoder = EncoderSession(os.path.join(bundle_dir, models["encoder"]), providers, num_threads)
-        self.decoder_step = DecoderStepSession(
-            os.path.join(bundle_dir, models["decoder_step"]), providers, num_threads
-        )
-        tokenizers = manifest["tokenizers"]
-        self.source_vocabulary = load_vocabulary(os.path.join(bundle_dir, tokenizers["source"]))
-        self.target_vocabulary = load_vocabulary(os.path.join(bundle_dir, tokenizers["target"]))
-        self.special_ids = manifest["special_ids"]
-        self.reverse_source = manifest["reverse_source"]
-        self.decode = manifest["decode"]
-        self.max_source_length = int(manifest.get("max_source_length", 0)) or None
+        try:
+            models = manifest["models"].get(variant)
+            if models is None:
+                raise BundleError(f"{manifest_path}: no {variant} models in this bundle")
+            encoder_file, step_file = models["encoder"], models["decoder_step"]
+            tokenizers = manifest["tokenizers"]
+            source_file, target_file = tokenizers["source"], tokenizers["target"]
+            self.special_ids = {name: int(manifest["special_ids"][name]) for name in ("bos", "eos")}
+            self.reverse_source = bool(manifest["reverse_source"])
+            self.decode = dict(manifest["decode"])
+            self.max_source_length = int(manifest.get("max_source_length", 0)) or None
+        except KeyError as error:
+            raise BundleError(f"{manifest_path}: field {error} is missing") from None
+        except (AttributeError, TypeError, ValueError) as error:
+            raise BundleError(f"{manifest_path}: malformed ({error})") from None
+        self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
+        self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads)
+        self.source_vocabulary = _load_vocabulary(os.path.join(bundle_dir, source_file))
+        self.target_vocabulary = _load_vocabulary(os.path.join(bundle_dir, target_file))
 
     @classmethod
     def from_bundle(cls, path: str, providers=None, num_threads: int | None = None, int8: bool = False):
@@ -181,9 +222,7 @@ class Translator:
         if self.max_source_length:
             for index, source in enumerate(sources):
                 if len(source) > self.max_source_length:
-                    warnings.warn(
-                        f"input {index}: {len(source)} tokens, truncated to {self.max_source_length}"
-                    )
+                    warnings.warn(TruncationWarning(index, len(source), self.max_source_length))
                     sources[index] = source[: self.max_source_length]
         return decode_in_batches(
             self._encode,

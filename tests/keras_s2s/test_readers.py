@@ -1,3 +1,4 @@
+import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,3 +98,64 @@ def test_tsv_round_trip_keeps_every_line_in_order(tmp_path_factory, rows):
     path = str(tmp_path_factory.mktemp("rt") / "c.tsv")
     write_tsv([Pair(s, t) for s, t in rows], path)
     assert [(p.source, p.target) for p in read_tsv(path)] == rows
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_give_an_error_with_file_and_line_or_one_pair_per_line(tmp_path_factory, blob):
+    path = tmp_path_factory.mktemp("random") / "corpus.tsv"
+    path.write_bytes(blob)
+    try:
+        pairs = read_tsv(str(path))
+    except CorpusError as error:
+        assert re.match(rf"{re.escape(str(path))}:\d+: ", str(error)), str(error)
+        return
+    lines = blob.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    assert len(pairs) == len(lines)
+    # Each pair is the line it came from: nothing is shifted or merged.
+    for number, (pair, raw) in enumerate(zip(pairs, lines), start=1):
+        assert pair.origin == f"{path}:{number}"
+        text = raw.decode("utf-8").lstrip("\ufeff").rstrip("\r")
+        if text.strip():
+            assert (pair.source, pair.target) == tuple(part.strip() for part in text.split("\t"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",))), max_size=15))
+def test_parallel_files_pair_line_n_with_line_n(tmp_path_factory, lines):
+    folder = tmp_path_factory.mktemp("parallel")
+    source, target = folder / "src.txt", folder / "tgt.txt"
+    source.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    target.write_text("".join(f"{number}\n" for number in range(len(lines))), encoding="utf-8")
+    pairs = read_parallel(str(source), str(target))
+    assert [int(p.target) for p in pairs] == list(range(len(lines)))
+    assert [p.source for p in pairs] == [line.strip() for line in lines]
+
+
+def test_a_one_megabyte_line_is_read_then_filtered_and_counted(tmp_path):
+    path = tmp_path / "corpus.tsv"
+    path.write_text("a\tb\n" + "x" * (1 << 20) + "\ty\nc\td\n", encoding="utf-8")
+    pairs = read_tsv(str(path))
+    assert len(pairs) == 3 and len(pairs[1].source) == 1 << 20
+    kept, report = filter_pairs(pairs, max_length=100, max_length_ratio=1000.0)
+    assert [p.source for p in kept] == ["a", "c"] and report.too_long == 1
+
+
+def test_empty_file_reads_as_no_pairs(tmp_path):
+    path = tmp_path / "empty.tsv"
+    path.write_bytes(b"")
+    assert read_tsv(str(path)) == []
+
+
+def test_more_than_one_tab_names_file_and_line(tmp_path):
+    path = tmp_path / "corpus.tsv"
+    path.write_text("a\tb\nc\td\te\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"corpus\.tsv:2: more than one tab"):
+        read_tsv(str(path))
+
+
+def test_a_directory_is_not_a_corpus(tmp_path):
+    with pytest.raises(CorpusError, match="is a directory"):
+        read_tsv(str(tmp_path))

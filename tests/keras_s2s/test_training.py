@@ -170,12 +170,43 @@ def test_bad_corpus_line_is_reported_by_file_and_line(tmp_path, capsys):
     assert "mine.tsv:2: no tab" in capsys.readouterr().err
 
 
-def test_bad_config_value_fails_before_training(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "assignment, key",
+    [
+        ("model.num_layers=0", "model.num_layers"),
+        ("model.attention=bahdanau", "model.attention"),
+        ("model.hidden_dim=-8", "model.hidden_dim"),
+        ("model.hidden_dim=big", "model.hidden_dim"),
+        ("model.target_vocabulary_size=3", "model.target_vocabulary_size"),
+        ("tokenizer.vocabulary_size=2", "tokenizer.vocabulary_size"),
+        ("training.epochs=0", "training.epochs"),
+        ("training.colour=blue", "training.colour"),
+    ],
+)
+def test_bad_config_value_fails_before_training(tmp_path, capsys, assignment, key):
     code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
-                 "--set", "model.num_layers=0"])
+                 "--set", assignment])
     assert code == 2
-    assert "model.num_layers" in capsys.readouterr().err
+    assert key in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_empty_corpus_fails_before_training_and_names_the_file(tmp_path, capsys):
+    path = tmp_path / "empty.tsv"
+    path.write_bytes(b"")
+    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
+                 "--set", "data.dataset=tsv", "--set", f"data.path={path}"])
+    assert code == 2
+    assert f"{path}: no usable pairs" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_missing_corpus_file_is_named(tmp_path, capsys):
+    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
+                 "--set", "data.dataset=parallel", "--set", "data.source_path=nothere.es",
+                 "--set", f"data.target_path={tmp_path}/nothere.en"])
+    assert code == 2
+    assert "nothere.es: no such file" in capsys.readouterr().err
 
 
 def test_load_run_restores_the_trained_weights(tiny_run):
