@@ -295,6 +295,27 @@ def _tensor_names(path: str) -> dict:
     }
 
 
+def recover_interrupted_export(out_dir: str) -> None:
+    """Cleans up after an export of `out_dir` that was killed.
+
+    Removes unfinished `NAME.partial-*` directories. If the kill came between
+    the two renames of the swap (the old bundle moved aside, the new one not
+    yet in place), the old bundle is moved back. One export per target at a time.
+    """
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        return
+    for entry in sorted(os.listdir(parent)):
+        path = os.path.join(parent, entry)
+        if entry.startswith(name + ".partial-"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif entry.startswith(name + ".old-"):
+            if os.path.exists(out_dir):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.replace(path, out_dir)
+
+
 def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = None) -> dict:
     """Exports a run directory to a bundle directory; returns the manifest."""
     from keras_s2s.data.readers import read_tsv
@@ -306,6 +327,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
+    recover_interrupted_export(out_dir)
     _progress(f"loading {run_dir}")
     config, model, source_tokenizer, target_tokenizer = load_run(run_dir)
     work_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".partial-", dir=parent)

@@ -1,14 +1,16 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from export import bundle as bundle_module
-from export.bundle import ExportOptions, export_bundle
+from export.bundle import ExportOptions, export_bundle, recover_interrupted_export
 from export.cli import main as export_main
 from serving.translator import BundleError, Translator
 
@@ -134,3 +136,37 @@ def test_translate_cli_keeps_lines(bundle):
     assert len(lines) == 6 and lines[-1] == ""
     assert lines[1] == "" and lines[2] == "" and lines[0] != ""
     assert b"invalid UTF-8" in result.stderr
+
+
+def test_export_killed_midway_leaves_the_old_bundle_and_is_cleaned_up(bundle, tmp_path):
+    run_dir, out, _, _ = bundle
+    target = tmp_path / "bundle"
+    shutil.copytree(out, target)
+    before = {name: (target / name).read_bytes() for name in os.listdir(target)}
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen([sys.executable, "-m", "export.cli", run_dir, "--out", str(target)],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    partial = []
+    while time.monotonic() < deadline and process.poll() is None:
+        partial = [p for p in tmp_path.iterdir() if p.name.startswith("bundle.partial-")]
+        if partial and (partial[0] / "encoder.onnx").exists():
+            break
+        time.sleep(0.05)
+    assert partial, "the export never got midway"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert {name: (target / name).read_bytes() for name in os.listdir(target)} == before
+    Translator.from_bundle(str(target)).translate(["hello"])
+    # A later export clears what the killed one left behind.
+    recover_interrupted_export(str(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_a_kill_between_the_two_renames_is_recovered(bundle, tmp_path):
+    _, out, _, _ = bundle
+    moved_aside = tmp_path / "bundle.old-x1y2"
+    shutil.copytree(out, moved_aside)
+    recover_interrupted_export(str(tmp_path / "bundle"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    Translator.from_bundle(str(tmp_path / "bundle"))
