@@ -1,0 +1,362 @@
+"""Decoding speed: the onnxruntime translator against the Keras models on TensorFlow.
+
+    python bench/decode.py --bundle runs/bible_small.bundle --run-dir runs/bible_small --paper
+
+For each thread count (each in its own process, so TensorFlow's pools are set before it
+starts; onnxruntime and TensorFlow get the same number of intra-op threads and one
+inter-op thread), and for each model (the trained `bible_small` bundle; with `--paper`, a
+4 x 1000 model with 1000-d embeddings and 32k vocabularies, random weights):
+
+- beam 5 and greedy, sentences per second at batch 32 (median of `--repeats`),
+- latency p50/p90 at batch 1,
+for onnxruntime float32, onnxruntime INT8 and Keras on TensorFlow, all driven by the same
+`serving.search` code. Also: the share of decode time spent inside onnxruntime (the rest
+is the search and numpy), and the decoder step's GFLOP/s at 160 rows (32 x beam 5) against
+onnxruntime's rate for one plain MatMul with the same weights, measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import ROOT, git_commit, machine, median, percentile, table, write_result  # noqa: E402
+
+CACHE = os.path.join(ROOT, "bench", ".cache")
+PAPER = dict(num_layers=4, hidden_dim=1000, embedding_dim=1000, attention="none", reverse_source=True,
+             source_vocabulary_size=32000, target_vocabulary_size=32000, dropout=0.0)
+
+
+# --- Worker side: one thread count ----------------------------------------------------
+
+
+class Timed:
+    """Wraps a callable and adds up the seconds spent in it."""
+
+    def __init__(self, function):
+        self.function = function
+        self.seconds = 0.0
+
+    def __call__(self, *args):
+        start = time.perf_counter()
+        try:
+            return self.function(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def _throughput(decode, sources, beam, batch, repeats):
+    decode(sources[:batch], beam, batch)  # warm-up (and TensorFlow tracing)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        decode(sources, beam, batch)
+        times.append(time.perf_counter() - start)
+    return len(sources) / median(times)
+
+
+def _latency(decode, sources, beam):
+    decode(sources[:1], beam, 1)
+    times = []
+    for source in sources:
+        start = time.perf_counter()
+        decode([source], beam, 1)
+        times.append(time.perf_counter() - start)
+    return percentile(times, 50) * 1000, percentile(times, 90) * 1000
+
+
+def _weight_flops_per_row(path: str) -> tuple[float, list]:
+    """2 x the weights that each row multiplies per step (LSTM W and R, MatMul/Gemm B), and
+    the MatMul weight shapes."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    weights = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
+    flops, shapes = 0.0, []
+    for node in model.graph.node:
+        if node.op_type == "LSTM":
+            for name in node.input[1:3]:
+                if name in weights:
+                    shape = weights[name]
+                    flops += 2.0 * shape[-1] * shape[-2] * (shape[0] if len(shape) == 3 else 1)
+        elif node.op_type in ("MatMul", "Gemm"):
+            for name in node.input[:2]:
+                if name in weights and len(weights[name]) == 2:
+                    flops += 2.0 * weights[name][0] * weights[name][1]
+                    shapes.append(weights[name])
+    return flops, shapes
+
+
+def _plain_matmul_rate(flops_per_row: float, rows: int, threads: int, hidden: int) -> float:
+    """onnxruntime GFLOP/s of one MatMul [rows, K] x [K, N] with K x N = flops_per_row / 2."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = hidden
+    n = max(1, int(flops_per_row / 2 / k))
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])], "plain",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, k])],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [None, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(1).standard_normal((rows, k)).astype(np.float32)
+    for _ in range(3):
+        session.run(None, {"A": a})
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        session.run(None, {"A": a})
+        times.append(time.perf_counter() - start)
+    return 2.0 * k * n * rows / median(times) / 1e9
+
+
+def _step_rate(step, state_for_rows, rows: int, flops_per_row: float) -> tuple[float, float]:
+    """(milliseconds, GFLOP/s) of one decoder step at `rows` rows."""
+    import numpy as np
+
+    tokens = np.full([rows], 5, np.int32)
+    state = state_for_rows(rows)
+    for _ in range(3):
+        step(tokens, state)
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        step(tokens, state)
+        times.append(time.perf_counter() - start)
+    seconds = median(times)
+    return seconds * 1000, flops_per_row * rows / seconds / 1e9
+
+
+def _configure_tensorflow(threads: int):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _paper_model_dir(quick: bool) -> str:
+    """A random-weight paper-shaped model, its ONNX graphs and their INT8 versions (cached)."""
+    import keras
+
+    from export.bundle import quantize_int8
+    from export.onnx_export import export_onnx
+    from keras_s2s.config import ModelConfig
+    from keras_s2s.models import build_seq2seq
+
+    shape = dict(PAPER)
+    if quick:  # the smoke test: same code, a small shape
+        shape.update(num_layers=2, hidden_dim=64, embedding_dim=32, source_vocabulary_size=500,
+                     target_vocabulary_size=500)
+    name = "paper" if not quick else "paper_quick"
+    directory = os.path.join(CACHE, name)
+    config = ModelConfig(**shape)
+    keras.utils.set_random_seed(0)
+    model = build_seq2seq(config)
+    weights = os.path.join(directory, "model.weights.h5")
+    if os.path.exists(os.path.join(directory, "decoder_step.int8.onnx")):
+        model.load_weights(weights)
+        return directory, model, config
+    os.makedirs(directory, exist_ok=True)
+    print(f"exporting the {name} model to {directory}", file=sys.stderr)
+    model.save_weights(weights)
+    export_onnx(model, config, directory)
+    for part in ("encoder", "decoder_step"):
+        quantize_int8(os.path.join(directory, f"{part}.onnx"), os.path.join(directory, f"{part}.int8.onnx"))
+    return directory, model, config
+
+
+def worker(args) -> dict:
+    threads = args.worker_threads
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    _configure_tensorflow(threads)
+    import numpy as np
+
+    from keras_s2s.config import Config, DecodeConfig
+    from keras_s2s.evaluation import KerasTranslator, load_run
+    from serving.search import decode_in_batches
+    from serving.translator import DecoderStepSession, EncoderSession, Translator
+
+    rows = []
+    models = []
+    if args.bundle:
+        ort32 = Translator.from_bundle(args.bundle, num_threads=threads)
+        ort8 = Translator.from_bundle(args.bundle, num_threads=threads, int8=True)
+        config, model, source_tokenizer, target_tokenizer = load_run(args.run_dir)
+        keras_translator = KerasTranslator(model, config, source_tokenizer, target_tokenizer)
+        from keras_s2s.data.readers import read_tsv
+
+        texts = [pair.source for pair in read_tsv(os.path.join(args.run_dir, "data", "dev.tsv"))]
+        sources = [ort32.source_vocabulary.encode(text) for text in texts]
+        models.append((ort32.manifest["config"]["name"], ort32, ort8, keras_translator, sources, config.decode,
+                       os.path.join(args.bundle, "decoder_step.onnx"), config.model))
+    if args.paper:
+        directory, model, model_config = _paper_model_dir(args.quick)
+        decode = DecodeConfig(beam_size=5, max_length_a=1.0, max_length_b=5)
+        config = Config(model=model_config, decode=decode)
+        rng = np.random.default_rng(0)
+        sources = [list(rng.integers(4, model_config.source_vocabulary_size, int(rng.integers(20, 31))))
+                   for _ in range(max(args.sentences, args.latency_sentences))]
+
+        class Raw:
+            """The bundle translator's decode path for bare ONNX files."""
+
+            def __init__(self, suffix):
+                self.encoder = EncoderSession(os.path.join(directory, f"encoder{suffix}.onnx"),
+                                              ["CPUExecutionProvider"], threads)
+                self.decoder_step = DecoderStepSession(os.path.join(directory, f"decoder_step{suffix}.onnx"),
+                                                       ["CPUExecutionProvider"], threads)
+
+            def translate_ids(self, sources, beam_size, batch_size):
+                return decode_in_batches(
+                    lambda ids, lengths: self.encoder(ids, lengths), self.decoder_step, sources,
+                    reverse=True, max_length_a=decode.max_length_a, max_length_b=decode.max_length_b,
+                    batch_size=batch_size, bos_id=2, eos_id=3, beam_size=beam_size, n_best=1,
+                    length_penalty=decode.length_penalty)
+
+        models.append(("paper shape", Raw(""), Raw(".int8"), KerasTranslator(model, config, None, None),
+                       sources, decode, os.path.join(directory, "decoder_step.onnx"), model_config))
+
+    for name, ort32, ort8, keras_translator, sources, decode, step_path, model_config in models:
+        throughput_sources = sources[: args.sentences]
+        latency_sources = sources[: args.latency_sentences]
+        engines = [("onnxruntime float32", ort32), ("onnxruntime INT8", ort8),
+                   ("Keras on TensorFlow", keras_translator)]
+        for engine, translator in engines:
+            def run(batch_sources, beam, batch, translator=translator):
+                return translator.translate_ids(batch_sources, beam_size=beam, batch_size=batch)
+
+            for beam in (5, 1):
+                row = {"model": name, "threads": threads, "engine": engine, "search": f"beam {beam}" if beam > 1 else "greedy"}
+                row["sent/s @32"] = _throughput(run, throughput_sources, beam, 32, args.repeats)
+                row["p50 ms @1"], row["p90 ms @1"] = _latency(run, latency_sources, beam)
+                if engine.startswith("onnxruntime"):
+                    # Where the time goes, at batch 32.
+                    encoder, step = Timed(translator.encoder), Timed(translator.decoder_step)
+                    translator.encoder, translator.decoder_step = encoder, step
+                    start = time.perf_counter()
+                    run(throughput_sources, beam, 32)
+                    total = time.perf_counter() - start
+                    translator.encoder, translator.decoder_step = encoder.function, step.function
+                    row["in onnxruntime %"] = 100 * (encoder.seconds + step.seconds) / total
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+
+        # The decoder step at 160 rows against a plain MatMul of the same weights.
+        flops_per_row, _ = _weight_flops_per_row(step_path)
+        layers, hidden = model_config.num_layers, model_config.hidden_dim
+
+        def state_for_rows(count, attention=model_config.attention == "luong"):
+            state = {"states": np.zeros([2 * layers, count, hidden], np.float32)}
+            if attention:
+                state["encoder_outputs"] = np.random.default_rng(0).standard_normal([count, 30, hidden]).astype(np.float32)
+                state["source_lengths"] = np.full([count], 30, np.int32)
+            return state
+
+        step_ms, step_rate = _step_rate(ort32.decoder_step, state_for_rows, 160, flops_per_row)
+        step8_ms, _ = _step_rate(ort8.decoder_step, state_for_rows, 160, flops_per_row)
+        step1_ms, _ = _step_rate(ort32.decoder_step, state_for_rows, 1, flops_per_row)
+        step81_ms, _ = _step_rate(ort8.decoder_step, state_for_rows, 1, flops_per_row)
+        plain = _plain_matmul_rate(flops_per_row, 160, threads, hidden)
+        rows.append({"model": name, "threads": threads, "engine": "decoder step (onnxruntime)",
+                     "MFLOP/row": flops_per_row / 1e6, "ms @160 f32": step_ms, "ms @160 INT8": step8_ms,
+                     "ms @1 f32": step1_ms, "ms @1 INT8": step81_ms, "GFLOP/s @160": step_rate,
+                     "plain MatMul GFLOP/s": plain, "step / plain %": 100 * step_rate / plain})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return {"rows": rows}
+
+
+# --- Driver --------------------------------------------------------------------------
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    """The ratios the targets are stated in, per model and thread count."""
+    index = {(r["model"], r["threads"], r["engine"], r.get("search")): r for r in rows}
+    out = []
+    for (model, threads, engine, search), row in index.items():
+        if engine != "onnxruntime float32":
+            continue
+        keras = index.get((model, threads, "Keras on TensorFlow", search))
+        int8 = index.get((model, threads, "onnxruntime INT8", search))
+        ratio = {"model": model, "threads": threads, "search": search}
+        if keras:
+            ratio["f32 / TF sent/s @32"] = row["sent/s @32"] / keras["sent/s @32"]
+            ratio["TF / f32 p50 @1"] = keras["p50 ms @1"] / row["p50 ms @1"]
+        if int8:
+            ratio["INT8 / f32 sent/s @32"] = int8["sent/s @32"] / row["sent/s @32"]
+            ratio["f32 / INT8 p50 @1"] = row["p50 ms @1"] / int8["p50 ms @1"]
+        out.append(ratio)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default=None, help="a trained bundle (e.g. runs/bible_small.bundle)")
+    parser.add_argument("--run-dir", default=None, help="the run the bundle came from")
+    parser.add_argument("--paper", action="store_true", help="also the paper-shaped model (random weights)")
+    parser.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts")
+    parser.add_argument("--sentences", type=int, default=96, help="sentences per throughput run")
+    parser.add_argument("--latency-sentences", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a small paper-like shape (smoke test)")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker_threads:
+        result = worker(args)
+        with open(args.worker_out, "w", encoding="utf-8") as handle:
+            json.dump(result, handle)
+        return 0
+    if not args.bundle and not args.paper:
+        parser.error("give --bundle and --run-dir, or --paper, or both")
+
+    rows = []
+    for threads in [int(t) for t in args.threads.split(",") if t]:
+        with tempfile.TemporaryDirectory() as scratch:
+            out = os.path.join(scratch, "rows.json")
+            command = [sys.executable, os.path.abspath(__file__), "--worker-threads", str(threads),
+                       "--worker-out", out, "--sentences", str(args.sentences),
+                       "--latency-sentences", str(args.latency_sentences), "--repeats", str(args.repeats)]
+            if args.bundle:
+                command += ["--bundle", args.bundle, "--run-dir", args.run_dir]
+            if args.paper:
+                command += ["--paper"] + (["--quick"] if args.quick else [])
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads), PYTHONPATH=ROOT)
+            subprocess.run(command, check=True, env=env, cwd=ROOT)
+            with open(out, encoding="utf-8") as handle:
+                rows += json.load(handle)["rows"]
+
+    speed = [r for r in rows if "sent/s @32" in r]
+    steps = [r for r in rows if "GFLOP/s @160" in r]
+    ratios = _ratios(rows)
+    print(table(speed, ["model", "threads", "engine", "search", "sent/s @32", "p50 ms @1", "p90 ms @1",
+                        "in onnxruntime %"]))
+    print()
+    print(table(ratios, ["model", "threads", "search", "f32 / TF sent/s @32", "TF / f32 p50 @1",
+                         "INT8 / f32 sent/s @32", "f32 / INT8 p50 @1"]))
+    print()
+    print(table(steps, ["model", "threads", "MFLOP/row", "ms @160 f32", "ms @160 INT8", "ms @1 f32", "ms @1 INT8",
+                        "GFLOP/s @160", "plain MatMul GFLOP/s", "step / plain %"]))
+    payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios}
+    print("wrote", write_result("decode", payload, args.out), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

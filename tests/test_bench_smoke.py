@@ -1,0 +1,43 @@
+"""Each benchmark starts and prints its table on a tiny model (no timing is judged here)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    out = str(tmp_path / "result.json")
+    result = subprocess.run([sys.executable, *args, "--out", out], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(out, encoding="utf-8") as handle:
+        return result.stdout, json.load(handle)
+
+
+def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
+    run_dir, bundle_dir, _, _ = tiny_bundle
+    stdout, payload = _run(["bench/decode.py", "--bundle", bundle_dir, "--run-dir", run_dir, "--threads", "1",
+                            "--paper", "--quick",
+                            "--sentences", "4", "--latency-sentences", "2", "--repeats", "1"], tmp_path)
+    assert "| model | threads | engine | search | sent/s @32 |" in stdout
+    engines = {row["engine"] for row in payload["rows"]}
+    assert {"onnxruntime float32", "onnxruntime INT8", "Keras on TensorFlow"} <= engines
+    assert all(row["sent/s @32"] > 0 for row in payload["rows"] if "sent/s @32" in row)
+    assert payload["ratios"] and "GFLOP/s @160" in stdout
+    assert {row["model"] for row in payload["rows"]} == {"tiny", "paper shape"}
+
+
+def test_footprint_benchmark_prints_its_tables(tiny_bundle, tmp_path):
+    run_dir, bundle_dir, _, _ = tiny_bundle
+    # The serving-only environment is the test's own python here (the smoke test
+    # checks the benchmark runs; bench/.serving-venv is used for real numbers).
+    stdout, payload = _run(["bench/footprint.py", "--bundle", bundle_dir, "--run-dir", run_dir,
+                            "--repeats", "1", "--serving-python", sys.executable], tmp_path)
+    assert "| translator | cold start s (median) |" in stdout
+    assert len(payload["translators"]) == 3
+    assert all(row["peak RSS MiB (median)"] > 10 for row in payload["translators"])
+    assert payload["install"][0]["bytes"] < payload["install"][1]["bytes"]
