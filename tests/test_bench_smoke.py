@@ -41,3 +41,22 @@ def test_footprint_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     assert len(payload["translators"]) == 3
     assert all(row["peak RSS MiB (median)"] > 10 for row in payload["translators"])
     assert payload["install"][0]["bytes"] < payload["install"][1]["bytes"]
+
+
+def test_training_benchmark_prints_its_tables(tmp_path):
+    stdout, payload = _run(["bench/train.py", "--presets", "g2p_small,paper", "--quick", "--warmup", "1",
+                            "--steps", "2", "--paper-steps", "1"], tmp_path)
+    assert "| preset | batching | tokens/s |" in stdout
+    assert len(payload["rows"]) == 4 and all(row["tokens/s"] > 0 for row in payload["rows"])
+    assert {r["preset"] for r in payload["ratios"]} == {"g2p_small", "paper"}
+
+
+def test_gpu_training_step_script_runs_under_torch_on_the_cpu(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND="torch")
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, "bench/gpu_train_step.py", "--quick", "--warmup", "1", "--steps", "2",
+                             "--batch", "8", "--length", "6", "--out", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    payload = json.loads(out.read_text())
+    assert payload["backend"] == "torch" and payload["words/s"] > 0
