@@ -44,12 +44,15 @@ class Timed:
         self.function = function
         self.seconds = 0.0
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return self.function(*args)
+            return self.function(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name):
+        return getattr(self.function, name)
 
 
 def _throughput(decode, sources, beam, batch, repeats):
@@ -223,8 +226,11 @@ def worker(args) -> dict:
                                                        ["CPUExecutionProvider"], threads)
 
             def translate_ids(self, sources, beam_size, batch_size):
+                def step(tokens, state):  # as the bundle translator calls it
+                    return self.decoder_step(tokens, state, top_k=2 * beam_size)
+
                 return decode_in_batches(
-                    lambda ids, lengths: self.encoder(ids, lengths), self.decoder_step, sources,
+                    lambda ids, lengths: self.encoder(ids, lengths), step, sources,
                     reverse=True, max_length_a=decode.max_length_a, max_length_b=decode.max_length_b,
                     batch_size=batch_size, bos_id=2, eos_id=3, beam_size=beam_size, n_best=1,
                     length_penalty=decode.length_penalty)

@@ -131,6 +131,30 @@ def attach_sequence_lengths(model_proto: onnx.ModelProto, lengths_name: str = "s
     return changed
 
 
+TOP_K_DEFAULT = 10
+
+
+def add_top_k(model_proto: onnx.ModelProto, source: str = "log_probs") -> None:
+    """Adds the k best tokens of each row as outputs `top_log_probs`, `top_ids`.
+
+    `k` is the optional input `top_k` (int64 `[1]`, default 10). A beam search of
+    width b needs only the 2b best tokens of each row, so the device translator
+    asks for those: the selection runs in onnxruntime's TopK and only `rows x k`
+    values leave the session, not `rows x vocabulary`. `log_probs` stays an output.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model_proto.graph
+    graph.initializer.append(numpy_helper.from_array(np.array([TOP_K_DEFAULT], np.int64), "top_k"))
+    graph.input.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
+    graph.node.append(helper.make_node("TopK", [source, "top_k"], ["top_log_probs", "top_ids"],
+                                       axis=-1, largest=1, sorted=1, name="top_k_tokens"))
+    graph.output.extend([
+        helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["rows", "k"]),
+        helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["rows", "k"]),
+    ])
+
+
 def check_fused_lstms(model_proto: onnx.ModelProto, expected: int, name: str) -> dict:
     """Fails unless the graph has exactly `expected` fused `LSTM` nodes and no
     `Loop`, `Scan` or `If`, and every op is a standard ONNX op.
@@ -172,6 +196,7 @@ def export_onnx(model, config: ModelConfig, out_dir: str) -> dict:
     encoder_proto = convert(encoder_function(model, config))
     attach_sequence_lengths(encoder_proto)
     decoder_proto = convert(decoder_step_function(decoder_step, config))
+    add_top_k(decoder_proto)
     report = {
         "encoder": check_fused_lstms(encoder_proto, config.num_layers, "encoder.onnx"),
         "decoder_step": check_fused_lstms(decoder_proto, config.num_layers, "decoder_step.onnx"),

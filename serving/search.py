@@ -10,7 +10,11 @@ A step function has the signature::
 - `token_ids`: int32 `(rows,)`, the last token of each live hypothesis.
 - `state`: dict of arrays, one row per hypothesis along the axis that
   `batch_axes` names (0 when not named; the stacked LSTM `states` use 1).
-- `log_probs`: float32 `(rows, vocab)`, log-probabilities of the next token.
+- `log_probs`: float32 `(rows, vocab)`, log-probabilities of the next token;
+  or a pair `(values, ids)` `(rows, k)` of the k best tokens of each row, best
+  first, with k at least 2 x beam (1 for greedy): the search needs no more, and
+  a step that selects them itself (onnxruntime's TopK in the exported graph)
+  saves the search a pass over `rows x vocab`.
 - `updates`: dict with the new values of the entries that change each step
   (e.g. `{"states": ...}`); entries it leaves out are constant per sentence
   (e.g. `encoder_outputs`) and are only re-indexed when sentences finish.
@@ -24,6 +28,29 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 StepFunction = Callable[[np.ndarray, dict], tuple[np.ndarray, dict]]
+
+
+def top_per_row(log_probs, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(values, ids)` of the `k` best tokens of each row, best first.
+
+    A step's pre-selected `(values, ids)` pair is passed through after checking
+    that it holds at least `k` tokens per row (`k` is capped at the vocabulary).
+    """
+    if isinstance(log_probs, tuple):
+        values, ids = log_probs
+        if values.shape[1] < k:
+            raise ValueError(f"the step returned {values.shape[1]} tokens per row; the search needs {k}")
+        return values, ids.astype(np.int32, copy=False)
+    vocab = log_probs.shape[1]
+    k = min(k, vocab)
+    if k == 1:
+        ids = np.argmax(log_probs, axis=1)[:, None]
+    else:
+        ids = np.argpartition(log_probs, vocab - k, axis=1)[:, vocab - k :] if k < vocab else (
+            np.broadcast_to(np.arange(vocab), log_probs.shape))
+        order = np.argsort(-np.take_along_axis(log_probs, ids, axis=1), axis=1, kind="stable")
+        ids = np.take_along_axis(ids, order, axis=1)
+    return np.take_along_axis(log_probs, ids, axis=1), ids.astype(np.int32)
 
 
 @dataclasses.dataclass
@@ -104,9 +131,10 @@ def greedy_search(
     while len(rows):
         log_probs, updates = step(tokens, state)
         state.update(updates)
+        values, ids = top_per_row(log_probs, 1)
         # (rows,)
-        best = np.argmax(log_probs, axis=1).astype(np.int32)
-        log_probs_sum += log_probs[np.arange(len(rows)), best]
+        best = ids[:, 0]
+        log_probs_sum += values[:, 0]
         step_index += 1
         ended = (best == eos_id) | (step_index >= max_lengths[rows])
         for row in np.flatnonzero(ended):
@@ -189,18 +217,18 @@ def beam_search(
         state.update(updates)
         if dynamic_keys is None:
             dynamic_keys = list(updates)
-        vocab = log_probs.shape[1]
         length += 1
-        # (sentences, beam * vocab)
-        candidates = (scores.reshape(-1, 1) + log_probs).reshape(live_count, beam * vocab)
-        width = min(2 * beam, beam * vocab)
-        top = np.argpartition(-candidates, width - 1, axis=1)[:, :width]
+        # The best 2 x beam extensions of a sentence are among the best 2 x beam
+        # tokens of each of its beams: select per row first, then over beam x k.
+        values, ids = top_per_row(log_probs, 2 * beam)
+        k = values.shape[1]
+        # (sentences, beam * k)
+        candidates = (scores.reshape(-1, 1) + values).reshape(live_count, beam * k)
+        width = min(2 * beam, beam * k)
+        top = np.argsort(-candidates, axis=1, kind="stable")[:, :width]
         top_scores = np.take_along_axis(candidates, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
-        parents = top // vocab
-        words = (top % vocab).astype(np.int32)
+        parents = top // k
+        words = np.take_along_axis(ids.reshape(live_count, beam * k), top, axis=1)
         is_eos = words == eos_id
 
         # Hypotheses that end with eos among the best `beam` candidates.

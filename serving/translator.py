@@ -8,6 +8,7 @@ file it names; a damaged bundle is refused with a message naming the file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -152,10 +153,20 @@ class DecoderStepSession:
             "next_states",
         } <= set(self.output_names):
             raise BundleError(f"{path}: unexpected decoder inputs {self.input_names} / outputs {self.output_names}")
+        # `top_k` has a default in the graph, so onnxruntime lists it among the
+        # overridable initializers rather than the inputs.
+        overridable = {i.name for i in self.session.get_overridable_initializers()}
+        self.has_top_k = "top_k" in overridable | set(self.input_names) and "top_ids" in self.output_names
 
-    def __call__(self, token_ids: np.ndarray, state: dict):
-        feeds = {name: state[name] for name in self.input_names if name != "token_ids"}
+    def __call__(self, token_ids: np.ndarray, state: dict, top_k: int | None = None):
+        """One step. With `top_k` (and a graph that has the `top_k` input), returns the
+        `(values, ids)` of the k best tokens per row instead of all log-probabilities."""
+        feeds = {name: state[name] for name in self.input_names if name not in ("token_ids", "top_k")}
         feeds["token_ids"] = token_ids.astype(np.int32, copy=False)
+        if top_k and self.has_top_k:
+            feeds["top_k"] = np.array([top_k], np.int64)
+            values, ids, next_states = self.session.run(["top_log_probs", "top_ids", "next_states"], feeds)
+            return (values, ids), {"states": next_states}
         log_probs, next_states = self.session.run(["log_probs", "next_states"], feeds)
         return log_probs, {"states": next_states}
 
@@ -224,9 +235,13 @@ class Translator:
                 if len(source) > self.max_source_length:
                     warnings.warn(TruncationWarning(index, len(source), self.max_source_length))
                     sources[index] = source[: self.max_source_length]
+        step = self.decoder_step
+        if self.decoder_step.has_top_k:
+            # The search needs the 2 x beam best tokens of each row; TopK in the graph finds them.
+            step = functools.partial(self.decoder_step, top_k=2 * beam_size)
         return decode_in_batches(
             self._encode,
-            self.decoder_step,
+            step,
             sources,
             reverse=self.reverse_source,
             max_length_a=a,

@@ -170,3 +170,17 @@ def test_a_kill_between_the_two_renames_is_recovered(bundle, tmp_path):
     recover_interrupted_export(str(tmp_path / "bundle"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     Translator.from_bundle(str(tmp_path / "bundle"))
+
+
+def test_decoder_step_selects_the_best_tokens_in_the_graph(bundle):
+    _, out, _, _ = bundle
+    for int8 in (False, True):
+        translator = Translator.from_bundle(out, int8=int8)
+        assert translator.decoder_step.has_top_k
+        state = translator._encode(np.array([[5, 6, 7]], np.int32), np.array([3], np.int32))
+        tokens = np.array([2], np.int32)
+        full, _ = translator.decoder_step(tokens, state)
+        (values, ids), _ = translator.decoder_step(tokens, state, top_k=4)
+        assert ids.shape == (1, 4)
+        np.testing.assert_array_equal(ids[0], np.argsort(-full[0], kind="stable")[:4])
+        np.testing.assert_allclose(values[0], np.sort(full[0])[::-1][:4], rtol=1e-6)

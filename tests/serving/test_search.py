@@ -121,3 +121,35 @@ def test_n_best_larger_than_beam_is_refused():
     model = ToyModel()
     with pytest.raises(ValueError, match="n_best"):
         beam_search(model.step, model.initial_state(1), bos_id=BOS, eos_id=EOS, max_lengths=[3], beam_size=2, n_best=3)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3, 5])
+def test_a_step_that_selects_its_own_top_k_gives_the_same_search(beam_size):
+    model = ToyModel(11)
+    lengths = max_output_lengths([3, 6, 2, 8], 1.5, 4)
+
+    def selecting_step(tokens, state):
+        log_probs, updates = model.step(tokens, state)
+        k = 2 * beam_size if beam_size > 1 else 1
+        ids = np.argsort(-log_probs, axis=1, kind="stable")[:, :k]
+        return (np.take_along_axis(log_probs, ids, axis=1), ids.astype(np.int64)), updates
+
+    full = search(model.step, model.initial_state(4, 2), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
+                  beam_size=beam_size, n_best=min(2, beam_size))
+    selected = search(selecting_step, model.initial_state(4, 2), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
+                      beam_size=beam_size, n_best=min(2, beam_size))
+    assert _tokens(full) == _tokens(selected)
+    for a, b in zip(full, selected):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)
+
+
+def test_a_step_that_selects_too_few_tokens_is_refused():
+    model = ToyModel(1)
+
+    def stingy_step(tokens, state):
+        log_probs, updates = model.step(tokens, state)
+        ids = np.argsort(-log_probs, axis=1)[:, :3]
+        return (np.take_along_axis(log_probs, ids, axis=1), ids), updates
+
+    with pytest.raises(ValueError, match="returned 3 tokens per row; the search needs 10"):
+        beam_search(stingy_step, model.initial_state(2), bos_id=BOS, eos_id=EOS, max_lengths=[5, 5], beam_size=5)
