@@ -131,21 +131,17 @@ def attach_sequence_lengths(model_proto: onnx.ModelProto, lengths_name: str = "s
     return changed
 
 
-TOP_K_DEFAULT = 10
-
-
 def add_top_k(model_proto: onnx.ModelProto, source: str = "log_probs") -> None:
     """Adds the k best tokens of each row as outputs `top_log_probs`, `top_ids`.
 
-    `k` is the optional input `top_k` (int64 `[1]`, default 10). A beam search of
-    width b needs only the 2b best tokens of each row, so the device translator
-    asks for those: the selection runs in onnxruntime's TopK and only `rows x k`
-    values leave the session, not `rows x vocabulary`. `log_probs` stays an output.
+    `k` is the input `top_k` (int64 `[1]`). A beam search of width b needs only
+    the 2b best tokens of each row, so the device translator asks for those: the
+    selection runs in onnxruntime's TopK and only `rows x k` values leave the
+    session, not `rows x vocabulary`. `log_probs` stays an output.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     graph = model_proto.graph
-    graph.initializer.append(numpy_helper.from_array(np.array([TOP_K_DEFAULT], np.int64), "top_k"))
     graph.input.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
     graph.node.append(helper.make_node("TopK", [source, "top_k"], ["top_log_probs", "top_ids"],
                                        axis=-1, largest=1, sorted=1, name="top_k_tokens"))
@@ -230,7 +226,10 @@ def onnx_step_function(decoder_session, attention: bool):
         if attention:
             feeds["encoder_outputs"] = state["encoder_outputs"]
             feeds["source_lengths"] = state["source_lengths"]
+        if has_top_k:
+            feeds["top_k"] = np.array([1], np.int64)
         log_probs, next_states = decoder_session.run(["log_probs", "next_states"], feeds)
         return log_probs, {"states": next_states}
 
+    has_top_k = "top_k" in {i.name for i in decoder_session.get_inputs()}
     return step

@@ -153,20 +153,18 @@ class DecoderStepSession:
             "next_states",
         } <= set(self.output_names):
             raise BundleError(f"{path}: unexpected decoder inputs {self.input_names} / outputs {self.output_names}")
-        # `top_k` has a default in the graph, so onnxruntime lists it among the
-        # overridable initializers rather than the inputs.
-        overridable = {i.name for i in self.session.get_overridable_initializers()}
-        self.has_top_k = "top_k" in overridable | set(self.input_names) and "top_ids" in self.output_names
+        self.has_top_k = "top_k" in self.input_names and "top_ids" in self.output_names
 
     def __call__(self, token_ids: np.ndarray, state: dict, top_k: int | None = None):
         """One step. With `top_k` (and a graph that has the `top_k` input), returns the
         `(values, ids)` of the k best tokens per row instead of all log-probabilities."""
         feeds = {name: state[name] for name in self.input_names if name not in ("token_ids", "top_k")}
         feeds["token_ids"] = token_ids.astype(np.int32, copy=False)
-        if top_k and self.has_top_k:
-            feeds["top_k"] = np.array([top_k], np.int64)
-            values, ids, next_states = self.session.run(["top_log_probs", "top_ids", "next_states"], feeds)
-            return (values, ids), {"states": next_states}
+        if self.has_top_k:
+            feeds["top_k"] = np.array([top_k or 1], np.int64)
+            if top_k:
+                values, ids, next_states = self.session.run(["top_log_probs", "top_ids", "next_states"], feeds)
+                return (values, ids), {"states": next_states}
         log_probs, next_states = self.session.run(["log_probs", "next_states"], feeds)
         return log_probs, {"states": next_states}
 
