@@ -295,6 +295,19 @@ def _tensor_names(path: str) -> dict:
     }
 
 
+def longest_training_source(run_dir: str, source_tokenizer) -> int:
+    """The model's source limit: the longest training source, in tokens.
+
+    The corpus filter measures lengths in words for subword models, so the
+    token limit comes from the encoded training split itself. Longer inputs are
+    truncated to it by the translator (with a warning): the model never saw them.
+    """
+    from keras_s2s.data.readers import read_tsv
+
+    pairs = read_tsv(os.path.join(run_dir, "data", "train.tsv"))
+    return max((len(source_tokenizer.encode(pair.source)) for pair in pairs), default=0)
+
+
 def recover_interrupted_export(out_dir: str) -> None:
     """Cleans up after an export of `out_dir` that was killed.
 
@@ -366,7 +379,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
             "reverse_source": config.model.reverse_source,
             "attention": config.model.attention,
-            "max_source_length": config.data.max_length,
+            "max_source_length": longest_training_source(run_dir, source_tokenizer),
             "decode": {
                 "beam_size": config.decode.beam_size,
                 "length_penalty": config.decode.length_penalty,

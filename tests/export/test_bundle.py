@@ -36,6 +36,14 @@ def test_manifest_records_files_gate_and_versions(bundle):
     assert on_disk["lstm"]["fused_nodes"] == {"encoder": 2, "decoder_step": 2}
     assert on_disk["tensors"]["encoder"]["inputs"] == ["source_ids", "source_lengths"]
     assert not [name for name in os.listdir(os.path.dirname(out)) if ".partial-" in name or ".old-" in name]
+    # The source limit is the longest training source in tokens.
+    run_dir = bundle[0]
+    from keras_s2s.data.tokenizers import load_tokenizers
+    from keras_s2s.config import Config
+    source_tokenizer, _ = load_tokenizers(run_dir, Config.load(os.path.join(run_dir, "config.json")).tokenizer)
+    lengths = [len(source_tokenizer.encode(line.split("\t")[0]))
+               for line in open(os.path.join(run_dir, "data", "train.tsv"), encoding="utf-8").read().splitlines()]
+    assert on_disk["max_source_length"] == max(lengths)
 
 
 def test_saved_model_reloads_with_signatures(bundle):
