@@ -214,7 +214,7 @@ def worker(args) -> dict:
         config = Config(model=model_config, decode=decode)
         rng = np.random.default_rng(0)
         sources = [list(rng.integers(4, model_config.source_vocabulary_size, int(rng.integers(20, 31))))
-                   for _ in range(max(args.sentences, args.latency_sentences))]
+                   for _ in range(max(args.paper_sentences, args.paper_latency_sentences))]
 
         class Raw:
             """The bundle translator's decode path for bare ONNX files."""
@@ -239,8 +239,9 @@ def worker(args) -> dict:
                        sources, decode, os.path.join(directory, "decoder_step.onnx"), model_config))
 
     for name, ort32, ort8, keras_translator, sources, decode, step_path, model_config in models:
-        throughput_sources = sources[: args.sentences]
-        latency_sources = sources[: args.latency_sentences]
+        paper = name == "paper shape"
+        throughput_sources = sources[: args.paper_sentences if paper else args.sentences]
+        latency_sources = sources[: args.paper_latency_sentences if paper else args.latency_sentences]
         engines = [("onnxruntime float32", ort32), ("onnxruntime INT8", ort8),
                    ("Keras on TensorFlow", keras_translator)]
         for engine, translator in engines:
@@ -318,6 +319,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread counts")
     parser.add_argument("--sentences", type=int, default=96, help="sentences per throughput run")
     parser.add_argument("--latency-sentences", type=int, default=20)
+    parser.add_argument("--paper-sentences", type=int, default=32, help="the paper shape is slow on a CPU")
+    parser.add_argument("--paper-latency-sentences", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a small paper-like shape (smoke test)")
     parser.add_argument("--out", default=None)
@@ -338,7 +341,9 @@ def main(argv=None) -> int:
             out = os.path.join(scratch, "rows.json")
             command = [sys.executable, os.path.abspath(__file__), "--worker-threads", str(threads),
                        "--worker-out", out, "--sentences", str(args.sentences),
-                       "--latency-sentences", str(args.latency_sentences), "--repeats", str(args.repeats)]
+                       "--latency-sentences", str(args.latency_sentences), "--repeats", str(args.repeats),
+                       "--paper-sentences", str(args.paper_sentences),
+                       "--paper-latency-sentences", str(args.paper_latency_sentences)]
             if args.bundle:
                 command += ["--bundle", args.bundle, "--run-dir", args.run_dir]
             if args.paper:

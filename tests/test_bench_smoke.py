@@ -22,7 +22,8 @@ def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     run_dir, bundle_dir, _, _ = tiny_bundle
     stdout, payload = _run(["bench/decode.py", "--bundle", bundle_dir, "--run-dir", run_dir, "--threads", "1",
                             "--paper", "--quick",
-                            "--sentences", "4", "--latency-sentences", "2", "--repeats", "1"], tmp_path)
+                            "--sentences", "4", "--latency-sentences", "2", "--repeats", "1", "--paper-sentences", "4",
+                            "--paper-latency-sentences", "2"], tmp_path)
     assert "| model | threads | engine | search | sent/s @32 |" in stdout
     engines = {row["engine"] for row in payload["rows"]}
     assert {"onnxruntime float32", "onnxruntime INT8", "Keras on TensorFlow"} <= engines
