@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 RUN_DIR ?= runs/g2p_small
 DEMO_MINUTES ?= 8
 
-.PHONY: setup setup-dev demo test clean
+.PHONY: setup setup-dev demo test bench clean
 
 $(BIN)/s2s: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ demo: setup
 
 test: setup-dev
 	$(BIN)/python -m pytest -q tests
+
+# The benchmarks of BENCHMARKS.md (needs a trained bible_small run and its bundle).
+BENCH_RUN ?= runs/bible_small
+bench: setup-dev
+	$(BIN)/python bench/footprint.py --bundle $(BENCH_RUN).bundle --run-dir $(BENCH_RUN)
+	$(BIN)/python bench/decode.py --bundle $(BENCH_RUN).bundle --run-dir $(BENCH_RUN) --paper
+	$(BIN)/python bench/train.py --presets g2p_small,bible_small,paper
 
 clean:
 	rm -rf $(VENV) runs

@@ -45,6 +45,7 @@ def _evaluate(args) -> int:
         beam_size=args.beam,
         batch_size=args.batch_size,
         samples=args.samples,
+        checkpoint=args.checkpoint,
     )
     return 0
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beam", type=int, default=None, help="beam size (default: config)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--samples", type=int, default=5, help="sample outputs to print")
+    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                          help="best dev loss (default) or the last epoch")
     evaluate.set_defaults(handler=_evaluate)
 
     translate = commands.add_parser(

@@ -265,9 +265,9 @@ def load_run(run_dir: str, checkpoint: str = "best"):
     return config, model, source_tokenizer, target_tokenizer
 
 
-def make_translator(run_dir: str) -> KerasTranslator:
+def make_translator(run_dir: str, checkpoint: str = "best") -> KerasTranslator:
     """A `KerasTranslator` for a run directory's best (or last) weights."""
-    config, model, source_tokenizer, target_tokenizer = load_run(run_dir)
+    config, model, source_tokenizer, target_tokenizer = load_run(run_dir, checkpoint=checkpoint)
     return KerasTranslator(model, config, source_tokenizer, target_tokenizer)
 
 
@@ -278,16 +278,18 @@ def evaluate(
     batch_size: int = 64,
     samples: int = 5,
     out=None,
+    checkpoint: str = "best",
 ) -> dict:
     """Decodes a split of a run, writes hypotheses and scores, prints a summary.
 
     Writes `eval/{split}.beam{K}.hyp` (one line per distinct source, in split
-    order) and `eval/{split}.beam{K}.json` (scores).
+    order) and `eval/{split}.beam{K}.json` (scores); with `checkpoint="last"`
+    the stem is `{split}.last.beam{K}`.
     """
     from keras_s2s.data.readers import read_tsv
 
     out = out or sys.stdout
-    translator = make_translator(run_dir)
+    translator = make_translator(run_dir, checkpoint=checkpoint)
     config = translator.config
     beam_size = beam_size or config.decode.beam_size
     path = os.path.join(run_dir, "data", f"{split}.tsv")
@@ -298,10 +300,10 @@ def evaluate(
         sources, beam_size=beam_size, batch_size=batch_size, progress=True
     )
     values = score_outputs(kind, pairs, hypotheses)
-    values.update({"split": split, "beam_size": beam_size, "metric": kind})
+    values.update({"split": split, "beam_size": beam_size, "metric": kind, "checkpoint": checkpoint})
     directory = os.path.join(run_dir, "eval")
     os.makedirs(directory, exist_ok=True)
-    stem = os.path.join(directory, f"{split}.beam{beam_size}")
+    stem = os.path.join(directory, f"{split}{'.last' if checkpoint == 'last' else ''}.beam{beam_size}")
     with open(stem + ".hyp.tmp", "w", encoding="utf-8") as handle:
         handle.writelines(h + "\n" for h in hypotheses)
     os.replace(stem + ".hyp.tmp", stem + ".hyp")

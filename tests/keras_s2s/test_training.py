@@ -149,6 +149,14 @@ def test_evaluate_prints_per_and_wer(tiny_run, capsys):
     assert len(hypotheses.splitlines()) == 40
 
 
+def test_evaluate_the_last_checkpoint(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
+                 "--checkpoint", "last"]) == 0
+    scores = json.load(open(os.path.join(run_dir, "eval", "dev.last.beam2.json")))
+    assert scores["checkpoint"] == "last" and 0 <= scores["wer"] <= 100
+
+
 def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):
     run_dir, _ = tiny_run
     lines = ["hello", "", "   ", "world", "x" * 300, "naïve", "hello"]
