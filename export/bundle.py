@@ -89,11 +89,10 @@ def export_saved_model(model, config, path: str) -> dict:
     import keras
     import tensorflow as tf
 
+    from keras_s2s.evaluation import decoder_step_function
     from keras_s2s.models import build_inference_models
 
     encoder, decoder_step = build_inference_models(model, config.model)
-    hidden, layers = config.model.hidden_dim, config.model.num_layers
-    attention = config.model.attention == "luong"
     archive = keras.export.ExportArchive()
     archive.track(encoder)
     archive.track(decoder_step)
@@ -110,26 +109,7 @@ def export_saved_model(model, config, path: str) -> dict:
             tf.TensorSpec([None], tf.int32, name="source_lengths"),
         ],
     )
-    signature = [
-        tf.TensorSpec([None], tf.int32, name="token_ids"),
-        tf.TensorSpec([2 * layers, None, hidden], tf.float32, name="states"),
-    ]
-    if attention:
-        signature += [
-            tf.TensorSpec([None, None, hidden], tf.float32, name="encoder_outputs"),
-            tf.TensorSpec([None], tf.int32, name="source_lengths"),
-        ]
-
-        def decode(token_ids, states, encoder_outputs, source_lengths):
-            return dict(decoder_step({"token_ids": token_ids, "states": states,
-                                      "encoder_outputs": encoder_outputs,
-                                      "source_lengths": source_lengths}, training=False))
-    else:
-
-        def decode(token_ids, states):
-            return dict(decoder_step({"token_ids": token_ids, "states": states}, training=False))
-
-    archive.add_endpoint("decode_step", decode, input_signature=signature)
+    archive.add_endpoint("decode_step", decoder_step_function(decoder_step, config.model))
     temporary = path + ".partial"
     shutil.rmtree(temporary, ignore_errors=True)
     with tf.device("/CPU:0"):
@@ -143,7 +123,7 @@ def export_saved_model(model, config, path: str) -> dict:
     difference = float(np.abs(reloaded["states"].numpy() - keras.ops.convert_to_numpy(expected["states"])).max())
     feeds = [tf.constant([BOS_ID, BOS_ID], tf.int32), reloaded["states"]]
     keras_feeds = {"token_ids": np.array([BOS_ID, BOS_ID], np.int32), "states": reloaded["states"].numpy()}
-    if attention:
+    if config.model.attention == "luong":
         feeds += [reloaded["encoder_outputs"], tf.constant(lengths)]
         keras_feeds.update(encoder_outputs=reloaded["encoder_outputs"].numpy(), source_lengths=lengths)
     step = loaded.decode_step(*feeds)

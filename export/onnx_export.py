@@ -20,6 +20,7 @@ import onnx
 import tensorflow as tf
 
 from keras_s2s.config import ModelConfig
+from keras_s2s.evaluation import decoder_step_function
 
 OPSET = 17
 FORBIDDEN_OPS = {"Loop", "Scan", "If"}
@@ -61,42 +62,6 @@ def encoder_function(model, config: ModelConfig) -> tf.types.experimental.Generi
         return result
 
     return encode
-
-
-def decoder_step_function(decoder_step, config: ModelConfig):
-    """The one-step decoder model as a `tf.function` with named inputs."""
-    hidden, layers = config.hidden_dim, config.num_layers
-    signature = [
-        tf.TensorSpec([None], tf.int32, name="token_ids"),
-        tf.TensorSpec([2 * layers, None, hidden], tf.float32, name="states"),
-    ]
-    if config.attention == "luong":
-        signature += [
-            tf.TensorSpec([None, None, hidden], tf.float32, name="encoder_outputs"),
-            tf.TensorSpec([None], tf.int32, name="source_lengths"),
-        ]
-
-        @tf.function(input_signature=signature)
-        def step(token_ids, states, encoder_outputs, source_lengths):
-            outputs = decoder_step(
-                {
-                    "token_ids": token_ids,
-                    "states": states,
-                    "encoder_outputs": encoder_outputs,
-                    "source_lengths": source_lengths,
-                },
-                training=False,
-            )
-            return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
-
-    else:
-
-        @tf.function(input_signature=signature)
-        def step(token_ids, states):
-            outputs = decoder_step({"token_ids": token_ids, "states": states}, training=False)
-            return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
-
-    return step
 
 
 def convert(function) -> onnx.ModelProto:

@@ -121,6 +121,45 @@ def format_scores(values: dict) -> str:
 # --- Keras decoding ---------------------------------------------------------
 
 
+def decoder_step_function(decoder_step, config):
+    """The one-step decoder model as a `tf.function` with named inputs.
+
+    Inputs: `token_ids`, `states` (plus `encoder_outputs`, `source_lengths`
+    with attention); outputs `log_probs`, `next_states`. The Keras decoder, the
+    ONNX export and the SavedModel's `decode_step` all trace this one function.
+    """
+    import tensorflow as tf
+
+    hidden, layers = config.hidden_dim, config.num_layers
+    signature = [
+        tf.TensorSpec([None], tf.int32, name="token_ids"),
+        tf.TensorSpec([2 * layers, None, hidden], tf.float32, name="states"),
+    ]
+    if config.attention == "luong":
+        signature += [
+            tf.TensorSpec([None, None, hidden], tf.float32, name="encoder_outputs"),
+            tf.TensorSpec([None], tf.int32, name="source_lengths"),
+        ]
+
+        @tf.function(input_signature=signature)
+        def step(token_ids, states, encoder_outputs, source_lengths):
+            outputs = decoder_step(
+                {"token_ids": token_ids, "states": states, "encoder_outputs": encoder_outputs,
+                 "source_lengths": source_lengths},
+                training=False,
+            )
+            return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
+
+    else:
+
+        @tf.function(input_signature=signature)
+        def step(token_ids, states):
+            outputs = decoder_step({"token_ids": token_ids, "states": states}, training=False)
+            return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
+
+    return step
+
+
 class KerasTranslator:
     """Decodes with the Keras encoder and decoder-step models and the numpy search.
 
@@ -140,9 +179,6 @@ class KerasTranslator:
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.encoder, self.decoder_step = build_inference_models(model, config.model)
-        hidden = config.model.hidden_dim
-        layers = config.model.num_layers
-        attention = config.model.attention == "luong"
 
         # One trace each, with dynamic batch and time axes.
         @tf.function(
@@ -152,37 +188,9 @@ class KerasTranslator:
         def encode(source_ids):
             return self.encoder(source_ids, training=False)
 
-        step_signature = [
-            tf.TensorSpec([None], tf.int32, name="token_ids"),
-            tf.TensorSpec([2 * layers, None, hidden], tf.float32, name="states"),
-        ]
-        if attention:
-            step_signature += [
-                tf.TensorSpec([None, None, hidden], tf.float32, name="encoder_outputs"),
-                tf.TensorSpec([None], tf.int32, name="source_lengths"),
-            ]
-
-            @tf.function(input_signature=step_signature)
-            def step(token_ids, states, encoder_outputs, source_lengths):
-                return self.decoder_step(
-                    {
-                        "token_ids": token_ids,
-                        "states": states,
-                        "encoder_outputs": encoder_outputs,
-                        "source_lengths": source_lengths,
-                    },
-                    training=False,
-                )
-
-        else:
-
-            @tf.function(input_signature=step_signature)
-            def step(token_ids, states):
-                return self.decoder_step({"token_ids": token_ids, "states": states}, training=False)
-
         self._encode = encode
-        self._step = step
-        self._attention = attention
+        self._step = decoder_step_function(self.decoder_step, config.model)
+        self._attention = config.model.attention == "luong"
 
     def encode_batch(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
         outputs = self._encode(source_ids)
