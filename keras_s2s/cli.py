@@ -51,11 +51,11 @@ def _evaluate(args) -> int:
 
 
 def _translate(args) -> int:
-    from keras_s2s.data.readers import read_lines_lenient
     from keras_s2s.evaluation import make_translator
+    from serving.cli import decoded_lines
 
     translator = make_translator(args.run_dir)
-    lines = list(read_lines_lenient(sys.stdin.buffer))
+    lines = [text for _, text, _ in decoded_lines(sys.stdin.buffer)]
     outputs = translator.translate(lines, beam_size=args.beam, batch_size=args.batch_size)
     for line, output in zip(lines, outputs):
         sys.stdout.write((output if line.strip() else "") + "\n")

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _decoded_lines(stream):
+def decoded_lines(stream):
     """Yields `(line_number, text, had_invalid_utf8)` for each line of a byte stream.
 
     Invalid UTF-8 is replaced by U+FFFD; a byte-order mark on line 1 is dropped.
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Chunks keep memory flat on long inputs and let output flow on stdin.
         chunk_size = max(args.batch_size * 8, 256) if args.input else args.batch_size
-        for chunk in _chunks(_decoded_lines(source), chunk_size):
+        for chunk in _chunks(decoded_lines(source), chunk_size):
             for number, _, bad in chunk:
                 if bad:
                     invalid += 1

@@ -9,7 +9,6 @@ counts what it removed.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import os
 import random
@@ -213,10 +212,3 @@ def write_tsv(pairs: Iterable[Pair], path: str) -> None:
         for pair in pairs:
             handle.write(f"{pair.source}\t{pair.target}\n")
     os.replace(temporary, path)
-
-
-def read_lines_lenient(stream) -> Iterator[str]:
-    """Decodes a binary stream line by line, replacing invalid UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for raw in stream:
-        yield decoder.decode(raw).rstrip("\n").rstrip("\r")
