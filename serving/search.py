@@ -99,6 +99,43 @@ def _take(state: dict, keys, indices: np.ndarray, batch_axes: Mapping[str, int])
         state[key] = np.take(state[key], indices, axis=batch_axes.get(key, 0))
 
 
+def _drop_sentences(
+    state: dict, keys, done: np.ndarray, width: int, batch_axes: Mapping[str, int], owned: set
+) -> np.ndarray:
+    """Removes the rows of done sentences from the entries `keys` that stay constant
+    per sentence (e.g. `encoder_outputs`, the largest arrays of a step).
+
+    Each sentence holds `width` consecutive rows. Rather than copying every kept
+    row, a kept sentence from the tail moves into each hole left among the first
+    `kept` sentences, and the entry becomes a prefix view: the cost is the rows
+    moved, not the rows kept. Entries whose row axis is not 0, or that the search
+    does not own yet (the caller's arrays), are gathered instead (and owned from then).
+
+    Returns:
+        `order`: for each kept sentence, in its new position, its old position.
+    """
+    kept = np.flatnonzero(~done)
+    count = len(kept)
+    holes = np.flatnonzero(done[:count])
+    movers = kept[count - len(holes) :]  # the kept sentences at positions >= count
+    order = np.arange(count)
+    order[holes] = movers
+    within = np.arange(width)
+    for key in keys:
+        value = state[key]
+        if batch_axes.get(key, 0) == 0 and key in owned:
+            if len(holes):
+                value[(holes[:, None] * width + within).reshape(-1)] = value[
+                    (movers[:, None] * width + within).reshape(-1)
+                ]
+            state[key] = value[: count * width]
+        else:
+            rows = (order[:, None] * width + within).reshape(-1)
+            state[key] = np.take(value, rows, axis=batch_axes.get(key, 0))
+            owned.add(key)
+    return order
+
+
 def _normalise(log_prob: float, length: int, penalty: float) -> float:
     return float(log_prob) / (float(length) ** penalty) if penalty else float(log_prob)
 
@@ -125,36 +162,40 @@ def greedy_search(
     rows = np.arange(batch)  # original sentence of each live row
     tokens = np.full(batch, bos_id, dtype=np.int32)
     log_probs_sum = np.zeros(batch, dtype=np.float32)
-    outputs: list[list[int]] = [[] for _ in range(batch)]
+    # (batch, longest limit): the tokens of each live row so far.
+    outputs = np.zeros((batch, int(max_lengths.max()) if batch else 0), dtype=np.int32)
     results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    dynamic_keys: list[str] | None = None
+    owned: set = set()
     step_index = 0
     while len(rows):
         log_probs, updates = step(tokens, state)
         state.update(updates)
+        if dynamic_keys is None:
+            dynamic_keys = list(updates)
         values, ids = top_per_row(log_probs, 1)
         # (rows,)
         best = ids[:, 0]
         log_probs_sum += values[:, 0]
+        outputs[:, step_index] = best
         step_index += 1
         ended = (best == eos_id) | (step_index >= max_lengths[rows])
         for row in np.flatnonzero(ended):
-            sentence = rows[row]
             is_eos = best[row] == eos_id
-            ids = outputs[sentence] + ([] if is_eos else [int(best[row])])
-            results[sentence] = [
+            results[rows[row]] = [
                 Hypothesis(
-                    ids,
+                    outputs[row, : step_index - int(is_eos)].tolist(),
                     _normalise(log_probs_sum[row], step_index, length_penalty),
                     float(log_probs_sum[row]),
                     bool(is_eos),
                 )
             ]
-        live = np.flatnonzero(~ended)
-        for row in live:
-            outputs[rows[row]].append(int(best[row]))
-        if len(live) < len(rows):
-            _take(state, list(state), live, batch_axes)
-        rows, tokens, log_probs_sum = rows[live], best[live], log_probs_sum[live]
+        if ended.any():
+            static_keys = [key for key in state if key not in dynamic_keys]
+            order = _drop_sentences(state, static_keys, ended, 1, batch_axes, owned)
+            _take(state, dynamic_keys, order, batch_axes)
+            rows, best, log_probs_sum, outputs = rows[order], best[order], log_probs_sum[order], outputs[order]
+        tokens = best
     return results
 
 
@@ -177,7 +218,9 @@ def beam_search(
     among the best `beam_size` candidates. A sentence is done when it has
     `beam_size` finished hypotheses, when no live beam can still beat its
     `n_best`-th finished one, or at its length limit; done sentences leave
-    the batch. States are re-ordered with one `np.take` per entry.
+    the batch. The per-step bookkeeping is vectorised over sentences; states
+    follow their parent beam with one `np.take` per entry, and the entries
+    that are constant per sentence only move when sentences leave.
 
     Args:
         step: the step function (see the module docstring).
@@ -203,12 +246,19 @@ def beam_search(
     state = {
         key: np.repeat(value, beam, axis=batch_axes.get(key, 0)) for key, value in state.items()
     }
+    owned = set(state)
     sentences = np.arange(batch)  # original index of each live sentence
     scores = np.full((batch, beam), -np.inf, dtype=np.float32)
     scores[:, 0] = 0.0  # Only the first beam is live at the start.
     history = np.zeros((batch, beam, 0), dtype=np.int32)
     tokens = np.full(batch * beam, bos_id, dtype=np.int32)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    finished_count = np.zeros(batch, dtype=np.int64)
+    # The n_best-th best finished score of each sentence (-inf while fewer).
+    nth_score = np.full(batch, -np.inf)
+    limit_divisor = (
+        max_lengths.astype(np.float64) ** length_penalty if length_penalty else np.ones(batch)
+    )
     dynamic_keys: list[str] | None = None
     length = 0
     while len(sentences):
@@ -226,72 +276,69 @@ def beam_search(
         candidates = (scores.reshape(-1, 1) + values).reshape(live_count, beam * k)
         width = min(2 * beam, beam * k)
         top = np.argsort(-candidates, axis=1, kind="stable")[:, :width]
-        top_scores = np.take_along_axis(candidates, top, axis=1)
+        sentence_index = np.arange(live_count)[:, None]
+        top_scores = candidates[sentence_index, top]
         parents = top // k
-        words = np.take_along_axis(ids.reshape(live_count, beam * k), top, axis=1)
+        words = ids.reshape(live_count, beam * k)[sentence_index, top]
         is_eos = words == eos_id
 
         # Hypotheses that end with eos among the best `beam` candidates.
-        for row, rank in zip(*np.nonzero(is_eos[:, :beam])):
+        eos_rows, eos_ranks = np.nonzero(is_eos[:, :beam])
+        for row, rank in zip(eos_rows.tolist(), eos_ranks.tolist()):
             value = top_scores[row, rank]
             if np.isfinite(value):
-                finished[sentences[row]].append(
+                sentence = sentences[row]
+                found = finished[sentence]
+                found.append(
                     Hypothesis(
                         history[row, parents[row, rank]].tolist(),
                         _normalise(value, length, length_penalty),
                         float(value),
                     )
                 )
+                finished_count[sentence] = len(found)
+                if len(found) >= n_best:
+                    nth_score[sentence] = sorted((h.score for h in found), reverse=True)[n_best - 1]
         # The best `beam` candidates that do not end become the new beams.
         keep = np.argsort(is_eos, axis=1, kind="stable")[:, :beam]
-        new_parents = np.take_along_axis(parents, keep, axis=1)
-        new_words = np.take_along_axis(words, keep, axis=1)
-        scores = np.take_along_axis(top_scores, keep, axis=1)
-        history = np.concatenate(
-            [np.take_along_axis(history, new_parents[:, :, None], axis=1), new_words[:, :, None]],
-            axis=2,
-        )
+        new_parents = parents[sentence_index, keep]
+        new_words = words[sentence_index, keep]
+        scores = top_scores[sentence_index, keep]
+        history = np.concatenate([history[sentence_index, new_parents], new_words[:, :, None]], axis=2)
 
-        done = np.zeros(live_count, dtype=bool)
-        for row in range(live_count):
-            sentence = sentences[row]
-            found = finished[sentence]
-            if length >= max_lengths[sentence]:
-                for b in range(beam):
-                    if np.isfinite(scores[row, b]):
-                        found.append(
-                            Hypothesis(
-                                history[row, b].tolist(),
-                                _normalise(scores[row, b], length, length_penalty),
-                                float(scores[row, b]),
-                                finished=False,
-                            )
+        at_limit = length >= max_lengths[sentences]
+        counts = finished_count[sentences]
+        done = at_limit | (counts >= beam)
+        undecided = ~done & (counts >= n_best)
+        if undecided.any():
+            # The best a live beam can still reach: its score cannot rise, and
+            # the longest length divides it most.
+            bound = scores.max(axis=1).astype(np.float64) / limit_divisor[sentences]
+            done |= undecided & (bound <= nth_score[sentences])
+        for row in np.flatnonzero(at_limit).tolist():
+            found = finished[sentences[row]]
+            for b in range(beam):
+                if np.isfinite(scores[row, b]):
+                    found.append(
+                        Hypothesis(
+                            history[row, b].tolist(),
+                            _normalise(scores[row, b], length, length_penalty),
+                            float(scores[row, b]),
+                            finished=False,
                         )
-                done[row] = True
-            elif len(found) >= beam:
-                done[row] = True
-            elif len(found) >= n_best:
-                # The best a live beam can still reach: its score cannot rise,
-                # and the longest length divides it most.
-                best_live = float(scores[row].max())
-                bound = (
-                    best_live / float(max_lengths[sentence]) ** length_penalty
-                    if length_penalty
-                    else best_live
-                )
-                nth = sorted((h.score for h in found), reverse=True)[n_best - 1]
-                done[row] = bound <= nth
+                    )
 
-        # Re-order the rows: dynamic entries follow their parent beam.
-        kept = np.flatnonzero(~done)
-        parent_rows = (np.arange(live_count)[:, None] * beam + new_parents)[kept].reshape(-1)
-        _take(state, dynamic_keys, parent_rows, batch_axes)
-        if len(kept) < live_count:
+        # Dynamic entries follow their parent beam; done sentences leave.
+        if done.any():
             static_keys = [key for key in state if key not in dynamic_keys]
-            sentence_rows = (kept[:, None] * beam + np.arange(beam)).reshape(-1)
-            _take(state, static_keys, sentence_rows, batch_axes)
-        sentences, scores, history = sentences[kept], scores[kept], history[kept]
-        tokens = new_words[kept].reshape(-1)
+            order = _drop_sentences(state, static_keys, done, beam, batch_axes, owned)
+            sentences, scores, history = sentences[order], scores[order], history[order]
+            new_parents, new_words = new_parents[order], new_words[order]
+        else:
+            order = np.arange(live_count)
+        parent_rows = (order[:, None] * beam + new_parents).reshape(-1)
+        _take(state, dynamic_keys, parent_rows, batch_axes)
+        tokens = new_words.reshape(-1)
 
     results = []
     for found in finished:

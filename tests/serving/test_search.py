@@ -153,3 +153,33 @@ def test_a_step_that_selects_too_few_tokens_is_refused():
 
     with pytest.raises(ValueError, match="returned 3 tokens per row; the search needs 10"):
         beam_search(stingy_step, model.initial_state(2), bos_id=BOS, eos_id=EOS, max_lengths=[5, 5], beam_size=5)
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_sentences_leaving_keep_each_static_entry_with_its_sentence(beam_size):
+    """Sentences end at different steps, so rows move when they leave the batch: a static
+    entry on axis 0 and a copy of it on axis 1 must still belong to the same sentence, and
+    the caller's arrays are not changed."""
+    model = ToyModel(3)
+    batch = 7
+    state = model.initial_state(batch, seed=4)
+    state["memory_t"] = np.ascontiguousarray(state["memory"].T)
+    caller = {key: value.copy() for key, value in state.items()}
+    seen = []
+
+    def step(tokens, state):
+        np.testing.assert_array_equal(state["memory"], state["memory_t"].T)
+        seen.append(len(tokens))
+        return model.step(tokens, state)
+
+    lengths = max_output_lengths([1, 8, 2, 6, 3, 9, 4], 1.0, 1)
+    results = search(step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size,
+                     batch_axes={"states": 1, "memory_t": 1})
+    assert len(set(seen)) > 2  # rows left the batch at several steps
+    for key in caller:
+        np.testing.assert_array_equal(state[key], caller[key])
+    for i in range(batch):
+        alone = {"states": caller["states"][:, i : i + 1], "memory": caller["memory"][i : i + 1]}
+        expected = search(model.step, alone, bos_id=BOS, eos_id=EOS, max_lengths=lengths[i : i + 1],
+                          beam_size=beam_size)
+        assert results[i][0].token_ids == expected[0][0].token_ids
