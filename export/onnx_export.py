@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
+from export.top_k import add_top_k
 from keras_s2s.config import ModelConfig
 from keras_s2s.evaluation import decoder_step_function
 
@@ -94,26 +95,6 @@ def attach_sequence_lengths(model_proto: onnx.ModelProto, lengths_name: str = "s
             node.input[4] = lengths_name
             changed += 1
     return changed
-
-
-def add_top_k(model_proto: onnx.ModelProto, source: str = "log_probs") -> None:
-    """Adds the k best tokens of each row as outputs `top_log_probs`, `top_ids`.
-
-    `k` is the input `top_k` (int64 `[1]`). A beam search of width b needs only
-    the 2b best tokens of each row, so the device translator asks for those: the
-    selection runs in onnxruntime's TopK and only `rows x k` values leave the
-    session, not `rows x vocabulary`. `log_probs` stays an output.
-    """
-    from onnx import TensorProto, helper
-
-    graph = model_proto.graph
-    graph.input.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
-    graph.node.append(helper.make_node("TopK", [source, "top_k"], ["top_log_probs", "top_ids"],
-                                       axis=-1, largest=1, sorted=1, name="top_k_tokens"))
-    graph.output.extend([
-        helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["rows", "k"]),
-        helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["rows", "k"]),
-    ])
 
 
 def check_fused_lstms(model_proto: onnx.ModelProto, expected: int, name: str) -> dict:
