@@ -46,6 +46,7 @@ def _evaluate(args) -> int:
         batch_size=args.batch_size,
         samples=args.samples,
         checkpoint=args.checkpoint,
+        length_penalty=args.length_penalty,
     )
     return 0
 
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beam", type=int, default=None, help="beam size (default: config)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--samples", type=int, default=5, help="sample outputs to print")
+    evaluate.add_argument("--length-penalty", type=float, default=None,
+                          help="scores are log_prob / length ** this (default: config)")
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"),
                           help="best dev loss (default) or the last epoch")
     evaluate.set_defaults(handler=_evaluate)

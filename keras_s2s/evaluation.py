@@ -216,10 +216,14 @@ class KerasTranslator:
         n_best: int = 1,
         batch_size: int = 64,
         progress: bool = False,
+        length_penalty: float | None = None,
     ) -> list[list[Hypothesis]]:
-        """Decodes id lists; results come back in input order."""
+        """Decodes id lists; results come back in input order. `beam_size` and
+        `length_penalty` default to the run's `decode` settings."""
         decode = self.config.decode
         beam_size = beam_size or decode.beam_size
+        if length_penalty is None:
+            length_penalty = decode.length_penalty
         bar = None
         if progress:
             from tqdm import tqdm
@@ -238,7 +242,7 @@ class KerasTranslator:
             eos_id=EOS_ID,
             beam_size=beam_size,
             n_best=n_best,
-            length_penalty=decode.length_penalty,
+            length_penalty=length_penalty,
         )
         if bar:
             bar.close()
@@ -287,12 +291,14 @@ def evaluate(
     samples: int = 5,
     out=None,
     checkpoint: str = "best",
+    length_penalty: float | None = None,
 ) -> dict:
     """Decodes a split of a run, writes hypotheses and scores, prints a summary.
 
     Writes `eval/{split}.beam{K}.hyp` (one line per distinct source, in split
     order) and `eval/{split}.beam{K}.json` (scores); with `checkpoint="last"`
-    the stem is `{split}.last.beam{K}`.
+    the stem is `{split}.last.beam{K}`, and a `length_penalty` other than the
+    run's adds `.lp{value}` (tune it on `dev`, then use it on `test`).
     """
     from keras_s2s.data.readers import read_tsv
 
@@ -300,25 +306,30 @@ def evaluate(
     translator = make_translator(run_dir, checkpoint=checkpoint)
     config = translator.config
     beam_size = beam_size or config.decode.beam_size
+    if length_penalty is None:
+        length_penalty = config.decode.length_penalty
     path = os.path.join(run_dir, "data", f"{split}.tsv")
     pairs = read_tsv(path)
     kind = metric_kind(config)
     sources = inputs_to_decode(kind, pairs)
     hypotheses = translator.translate(
-        sources, beam_size=beam_size, batch_size=batch_size, progress=True
+        sources, beam_size=beam_size, batch_size=batch_size, progress=True, length_penalty=length_penalty
     )
     values = score_outputs(kind, pairs, hypotheses)
-    values.update({"split": split, "beam_size": beam_size, "metric": kind, "checkpoint": checkpoint})
+    values.update({"split": split, "beam_size": beam_size, "length_penalty": length_penalty, "metric": kind,
+                   "checkpoint": checkpoint})
     directory = os.path.join(run_dir, "eval")
     os.makedirs(directory, exist_ok=True)
     stem = os.path.join(directory, f"{split}{'.last' if checkpoint == 'last' else ''}.beam{beam_size}")
+    if length_penalty != config.decode.length_penalty:
+        stem += f".lp{length_penalty:g}"
     with open(stem + ".hyp.tmp", "w", encoding="utf-8") as handle:
         handle.writelines(h + "\n" for h in hypotheses)
     os.replace(stem + ".hyp.tmp", stem + ".hyp")
     with open(stem + ".json.tmp", "w", encoding="utf-8") as handle:
         json.dump(values, handle, indent=2)
     os.replace(stem + ".json.tmp", stem + ".json")
-    print(f"{split} ({beam_size=}): {format_scores(values)}", file=out)
+    print(f"{split} ({beam_size=}, {length_penalty=}): {format_scores(values)}", file=out)
     if samples:
         references = collections.defaultdict(list)
         for pair in pairs:

@@ -157,6 +157,15 @@ def test_evaluate_the_last_checkpoint(tiny_run, capsys):
     assert scores["checkpoint"] == "last" and 0 <= scores["wer"] <= 100
 
 
+def test_evaluate_with_another_length_penalty_writes_its_own_files(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
+                 "--length-penalty", "0.5"]) == 0
+    assert "length_penalty=0.5" in capsys.readouterr().out
+    scores = json.load(open(os.path.join(run_dir, "eval", "dev.beam2.lp0.5.json")))
+    assert scores["length_penalty"] == 0.5 and scores["beam_size"] == 2
+
+
 def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):
     run_dir, _ = tiny_run
     lines = ["hello", "", "   ", "world", "x" * 300, "naïve", "hello"]
