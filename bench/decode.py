@@ -44,9 +44,11 @@ class Timed:
     def __init__(self, function):
         self.function = function
         self.seconds = 0.0
+        self.calls = 0
 
     def __call__(self, *args, **kwargs):
         start = time.perf_counter()
+        self.calls += 1
         try:
             return self.function(*args, **kwargs)
         finally:
@@ -261,7 +263,19 @@ def worker(args) -> dict:
             for beam in (5, 1):
                 row = {"model": name, "threads": threads, "engine": engine, "search": f"beam {beam}" if beam > 1 else "greedy"}
                 row["sent/s @32"] = _throughput(run, throughput_sources, beam, 32, args.repeats)
-                row["p50 ms @1"], row["p90 ms @1"] = _latency(run, latency_sources, beam)
+                if engine.startswith("onnxruntime"):
+                    # Latency, and the time per decoder step at batch 1: float32 and INT8 may
+                    # stop at different lengths, the time per step compares like with like.
+                    step = Timed(translator.decoder_step)
+                    translator.decoder_step = step
+                    start = time.perf_counter()
+                    row["p50 ms @1"], row["p90 ms @1"] = _latency(run, latency_sources, beam)
+                    total = time.perf_counter() - start
+                    translator.decoder_step = step.function
+                    row["ms/step @1"] = 1000 * total / step.calls
+                    row["steps/sentence @1"] = step.calls / (len(latency_sources) + 1)
+                else:
+                    row["p50 ms @1"], row["p90 ms @1"] = _latency(run, latency_sources, beam)
                 if engine.startswith("onnxruntime"):
                     # Where the time goes, at batch 32.
                     encoder, step = Timed(translator.encoder), Timed(translator.decoder_step)
@@ -285,10 +299,14 @@ def worker(args) -> dict:
                 state["source_lengths"] = np.full([count], 30, np.int32)
             return state
 
-        step_ms, step_rate = _step_rate(ort32.decoder_step, state_for_rows, 160, flops_per_row)
-        step8_ms, _ = _step_rate(ort8.decoder_step, state_for_rows, 160, flops_per_row)
-        step1_ms, _ = _step_rate(ort32.decoder_step, state_for_rows, 1, flops_per_row)
-        step81_ms, _ = _step_rate(ort8.decoder_step, state_for_rows, 1, flops_per_row)
+        # As the translator calls it for beam 5: the 10 best tokens of each row.
+        def beam_step(session):
+            return lambda tokens, state: session(tokens, state, top_k=10)
+
+        step_ms, step_rate = _step_rate(beam_step(ort32.decoder_step), state_for_rows, 160, flops_per_row)
+        step8_ms, _ = _step_rate(beam_step(ort8.decoder_step), state_for_rows, 160, flops_per_row)
+        step1_ms, _ = _step_rate(beam_step(ort32.decoder_step), state_for_rows, 1, flops_per_row)
+        step81_ms, _ = _step_rate(beam_step(ort8.decoder_step), state_for_rows, 1, flops_per_row)
         plain = _plain_matmul_rate(flops_per_row, 160, threads, hidden)
         rows.append({"model": name, "threads": threads, "engine": "decoder step (onnxruntime)",
                      "MFLOP/row": flops_per_row / 1e6, "ms @160 f32": step_ms, "ms @160 INT8": step8_ms,
@@ -317,6 +335,7 @@ def _ratios(rows: list[dict]) -> list[dict]:
         if int8:
             ratio["INT8 / f32 sent/s @32"] = int8["sent/s @32"] / row["sent/s @32"]
             ratio["f32 / INT8 p50 @1"] = row["p50 ms @1"] / int8["p50 ms @1"]
+            ratio["f32 / INT8 ms/step @1"] = row["ms/step @1"] / int8["ms/step @1"]
         out.append(ratio)
     return out
 
@@ -367,10 +386,10 @@ def main(argv=None) -> int:
     steps = [r for r in rows if "GFLOP/s @160" in r]
     ratios = _ratios(rows)
     print(table(speed, ["model", "threads", "engine", "search", "sent/s @32", "p50 ms @1", "p90 ms @1",
-                        "in onnxruntime %"]))
+                        "ms/step @1", "steps/sentence @1", "in onnxruntime %"]))
     print()
     print(table(ratios, ["model", "threads", "search", "f32 / TF sent/s @32", "TF / f32 p50 @1",
-                         "INT8 / f32 sent/s @32", "f32 / INT8 p50 @1"]))
+                         "INT8 / f32 sent/s @32", "f32 / INT8 p50 @1", "f32 / INT8 ms/step @1"]))
     print()
     print(table(steps, ["model", "threads", "MFLOP/row", "ms @160 f32", "ms @160 INT8", "ms @1 f32", "ms @1 INT8",
                         "GFLOP/s @160", "plain MatMul GFLOP/s", "step / plain %"]))
