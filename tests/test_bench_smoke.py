@@ -29,6 +29,7 @@ def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     assert {"onnxruntime float32", "onnxruntime INT8", "Keras on TensorFlow"} <= engines
     assert all(row["sent/s @32"] > 0 for row in payload["rows"] if "sent/s @32" in row)
     assert payload["ratios"] and "GFLOP/s @160" in stdout
+    assert all(row["ms/step @1"] > 0 for row in payload["rows"] if row["engine"].startswith("onnxruntime "))
     assert {row["model"] for row in payload["rows"]} == {"tiny", "paper shape"}
 
 
