@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", type=int, default=5, help="sample outputs to print")
     evaluate.add_argument("--length-penalty", type=float, default=None,
                           help="scores are log_prob / length ** this (default: config)")
-    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"),
-                          help="best dev loss (default) or the last epoch")
+    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
+                          help="best dev loss (default), the last epoch, or the average of the last "
+                               "epochs (training.average_last_epochs)")
     evaluate.set_defaults(handler=_evaluate)
 
     translate = commands.add_parser(

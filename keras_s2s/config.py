@@ -165,6 +165,9 @@ class TrainingConfig:
         eval_sample_size: int. Dev sentences decoded each epoch for the dev
             metric (0: off).
         save_every_steps: int. Also back up every N steps (0: each epoch).
+        average_last_epochs: int. Keep the weights of the last N epochs and
+            write their average as `checkpoints/averaged.weights.h5` at the end
+            (0: off; evaluate it with `--checkpoint averaged`).
         steps_per_execution: int. Batches run per call into the graph.
         seed: int. Seed of weights, shuffling and dropout.
     """
@@ -188,6 +191,7 @@ class TrainingConfig:
     mixed_precision: str = "none"
     eval_sample_size: int = 200
     save_every_steps: int = 0
+    average_last_epochs: int = 0
     steps_per_execution: int = 1
     seed: int = 1234
 
@@ -384,6 +388,7 @@ class Config:
         _one_of("training.mixed_precision", tr.mixed_precision, ("none", "float16", "bfloat16"))
         _at_least("training.eval_sample_size", tr.eval_sample_size, 0)
         _at_least("training.save_every_steps", tr.save_every_steps, 0)
+        _at_least("training.average_last_epochs", tr.average_last_epochs, 0)
         _positive("training.steps_per_execution", tr.steps_per_execution)
         _positive("decode.beam_size", dc.beam_size)
         _positive("decode.n_best", dc.n_best)

@@ -269,6 +269,8 @@ def load_run(run_dir: str, checkpoint: str = "best"):
     source_tokenizer, target_tokenizer = load_tokenizers(run_dir, config.tokenizer)
     model = build_seq2seq(config.model)
     weights = os.path.join(run_dir, "checkpoints", f"{checkpoint}.weights.h5")
+    if checkpoint == "averaged" and not os.path.exists(weights):
+        raise FileNotFoundError(f"{weights}: not found; train with training.average_last_epochs > 0")
     if not os.path.exists(weights):
         weights = os.path.join(run_dir, "checkpoints", "last.weights.h5")
     if not os.path.exists(weights):
@@ -297,7 +299,7 @@ def evaluate(
 
     Writes `eval/{split}.beam{K}.hyp` (one line per distinct source, in split
     order) and `eval/{split}.beam{K}.json` (scores); with `checkpoint="last"`
-    the stem is `{split}.last.beam{K}`, and a `length_penalty` other than the
+    (or `"averaged"`) the stem is `{split}.last.beam{K}` (`{split}.averaged.beam{K}`), and a `length_penalty` other than the
     run's adds `.lp{value}` (tune it on `dev`, then use it on `test`).
     """
     from keras_s2s.data.readers import read_tsv
@@ -320,7 +322,7 @@ def evaluate(
                    "checkpoint": checkpoint})
     directory = os.path.join(run_dir, "eval")
     os.makedirs(directory, exist_ok=True)
-    stem = os.path.join(directory, f"{split}{'.last' if checkpoint == 'last' else ''}.beam{beam_size}")
+    stem = os.path.join(directory, f"{split}{'' if checkpoint == 'best' else '.' + checkpoint}.beam{beam_size}")
     if length_penalty != config.decode.length_penalty:
         stem += f".lp{length_penalty:g}"
     with open(stem + ".hyp.tmp", "w", encoding="utf-8") as handle:

@@ -314,18 +314,48 @@ def _save_weights_atomically(model: keras.Model, path: str) -> None:
     os.replace(temporary, path)
 
 
+def _epoch_weight_files(directory: str) -> list[str]:
+    """`epoch_NNNN.weights.h5` files in `directory`, oldest first."""
+    names = sorted(
+        name for name in os.listdir(directory)
+        if name.startswith("epoch_") and name.endswith(".weights.h5") and ".partial" not in name
+    )
+    return [os.path.join(directory, name) for name in names]
+
+
+def average_weights(model: keras.Model, paths: list[str], out_path: str) -> None:
+    """Writes the element-wise mean of the weight files `paths` (all from `model`'s
+    architecture) to `out_path`, atomically; `model` keeps its own weights."""
+    own = model.get_weights()
+    total = None
+    try:
+        for path in paths:
+            model.load_weights(path)
+            values = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
+            total = values if total is None else [a + b for a, b in zip(total, values)]
+        model.set_weights([(t / len(paths)).astype(w.dtype) for t, w in zip(total, own)])
+        _save_weights_atomically(model, out_path)
+    finally:
+        model.set_weights(own)
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Writes `last.weights.h5` each epoch and `best.weights.h5` on a new best dev loss.
 
     Each file is written beside its target and renamed into place, so an
-    interrupted write never replaces a good checkpoint.
+    interrupted write never replaces a good checkpoint. With `average_last` N,
+    the last N epochs' weights are kept as `epoch_NNNN.weights.h5` and their
+    mean is written as `averaged.weights.h5` when training ends (a resumed run
+    averages the files kept before the interruption too).
     """
 
-    def __init__(self, directory: str, monitor: str = "val_loss", enabled: bool = True):
+    def __init__(self, directory: str, monitor: str = "val_loss", enabled: bool = True,
+                 average_last: int = 0):
         super().__init__()
         self.directory = directory
         self.monitor = monitor
         self.enabled = enabled
+        self.average_last = average_last
         self.best = math.inf
         os.makedirs(directory, exist_ok=True)
         state = os.path.join(directory, "best.json")
@@ -338,6 +368,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             return
         logs = logs or {}
         _save_weights_atomically(self.model, os.path.join(self.directory, "last.weights.h5"))
+        if self.average_last:
+            _save_weights_atomically(
+                self.model, os.path.join(self.directory, f"epoch_{epoch + 1:04d}.weights.h5")
+            )
+            for old in _epoch_weight_files(self.directory)[: -self.average_last]:
+                os.remove(old)
         value = logs.get(self.monitor)
         if value is not None and value < self.best:
             self.best = float(value)
@@ -348,6 +384,14 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                 os.path.join(self.directory, "best.json.tmp"),
                 os.path.join(self.directory, "best.json"),
             )
+
+    def on_train_end(self, logs=None):
+        if not (self.enabled and self.average_last):
+            return
+        paths = _epoch_weight_files(self.directory)
+        if paths:
+            average_weights(self.model, paths, os.path.join(self.directory, "averaged.weights.h5"))
+            log(f"averaged the weights of {len(paths)} epoch(s) into {self.directory}/averaged.weights.h5")
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -703,7 +747,7 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
             save_freq=training.save_every_steps or "epoch",
             delete_checkpoint=True,
         ),
-        AtomicCheckpoint(checkpoint_dir, enabled=chief),
+        AtomicCheckpoint(checkpoint_dir, enabled=chief, average_last=training.average_last_epochs),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "train_log.csv"), append=True),
         budget,
         CurvePlot(run_dir, enabled=chief),

@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory):
     from keras_s2s.training import train
 
     run_dir = str(tmp_path_factory.mktemp("tiny_run"))
-    config = tiny_config(**{"training.epochs": 3})
+    config = tiny_config(**{"training.epochs": 3, "training.average_last_epochs": 2})
     summary = train(config, run_dir, verbose=0)
     return run_dir, summary
 

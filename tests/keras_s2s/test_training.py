@@ -63,6 +63,26 @@ def test_tiny_model_on_real_cmudict_reduces_loss(tiny_run):
     assert config.model.source_vocabulary_size > 20
 
 
+def test_the_last_epochs_are_kept_and_averaged(tiny_run, capsys):
+    run_dir, _ = tiny_run  # trained 3 epochs with training.average_last_epochs=2
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    kept = sorted(name for name in os.listdir(checkpoints) if name.startswith("epoch_"))
+    assert kept == ["epoch_0002.weights.h5", "epoch_0003.weights.h5"]
+    weights = {}
+    for name in ("epoch_0002", "epoch_0003", "averaged", "last"):
+        model = load_run(run_dir, checkpoint="best")[1]
+        model.load_weights(os.path.join(checkpoints, f"{name}.weights.h5"))
+        weights[name] = model.get_weights()
+    for second, third, averaged, last in zip(*weights.values()):
+        np.testing.assert_allclose(averaged, (second + third) / 2, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(third, last)
+    assert any(not np.array_equal(a, b) for a, b in zip(weights["averaged"], weights["last"]))
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "1", "--samples", "0",
+                 "--checkpoint", "averaged"]) == 0
+    scores = json.load(open(os.path.join(run_dir, "eval", "dev.averaged.beam1.json")))
+    assert scores["checkpoint"] == "averaged" and 0 <= scores["wer"] <= 100
+
+
 def test_learns_to_reverse_toy_sequences_perfectly(tmp_path):
     path = tmp_path / "reverse.tsv"
     _toy_corpus(path, 2000, "reverse")
