@@ -45,6 +45,8 @@ class ExportOptions:
     max_log_prob_diff: float. Largest allowed float32 log-prob difference.
     max_int8_loss: float. Largest allowed INT8 loss (BLEU points or PER points).
     beam_size: int. Beam of the gate's beam search.
+    checkpoint: str. Which weights of the run: `best` (lowest dev loss), `last`, or
+        `averaged` (`training.average_last_epochs`).
     """
 
     quantize: str | None = None
@@ -53,6 +55,7 @@ class ExportOptions:
     max_log_prob_diff: float = 1e-4
     max_int8_loss: float = 1.0
     beam_size: int = 5
+    checkpoint: str = "best"
 
 
 def _progress(message: str) -> None:
@@ -321,8 +324,8 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     recover_interrupted_export(out_dir)
-    _progress(f"loading {run_dir}")
-    config, model, source_tokenizer, target_tokenizer = load_run(run_dir)
+    _progress(f"loading {run_dir} ({options.checkpoint} weights)")
+    config, model, source_tokenizer, target_tokenizer = load_run(run_dir, checkpoint=options.checkpoint)
     work_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".partial-", dir=parent)
     try:
         _progress("converting to ONNX (tf2onnx, opset %d)" % OPSET)
@@ -356,6 +359,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
         manifest = {
             "format_version": FORMAT_VERSION,
             "config": config.to_dict(),
+            "checkpoint": options.checkpoint,
             "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
             "reverse_source": config.model.reverse_source,
             "attention": config.model.attention,

@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate-sentences", type=int, default=300, help="dev sentences for the quality gate")
     parser.add_argument("--max-int8-loss", type=float, default=1.0,
                         help="largest allowed INT8 loss in BLEU or PER points")
+    parser.add_argument("--checkpoint", choices=("best", "last", "averaged"), default="best",
+                        help="the run's weights to export: lowest dev loss (default), last epoch, "
+                             "or the average of the last epochs")
     return parser
 
 
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         saved_model_dir=args.saved_model,
         gate_sentences=args.gate_sentences,
         max_int8_loss=args.max_int8_loss,
+        checkpoint=args.checkpoint,
     )
     try:
         manifest = export_bundle(args.run_dir, args.out, options)

@@ -25,7 +25,7 @@ def bundle(tiny_bundle):
 def test_manifest_records_files_gate_and_versions(bundle):
     _, out, _, manifest = bundle
     on_disk = json.load(open(os.path.join(out, "manifest.json")))
-    assert on_disk["format_version"] == 1
+    assert on_disk["format_version"] == 1 and on_disk["checkpoint"] == "best"
     assert set(on_disk["files"]) == {"encoder.onnx", "decoder_step.onnx", "encoder.int8.onnx",
                                      "decoder_step.int8.onnx", "source_tokenizer.json", "target_tokenizer.json"}
     assert on_disk["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
@@ -132,6 +132,27 @@ def test_failed_gate_refuses_the_export_and_keeps_the_old_bundle(bundle, tmp_pat
     assert code == 2
     assert "gate (c)" in capsys.readouterr().err
     Translator.from_bundle(target)
+
+
+def test_the_averaged_weights_can_be_exported(bundle, tmp_path, capsys):
+    from keras_s2s.evaluation import make_translator
+
+    run_dir = bundle[0]  # trained with training.average_last_epochs=2
+    target = str(tmp_path / "averaged")
+    assert export_main([run_dir, "--out", target, "--checkpoint", "averaged", "--gate-sentences", "20"]) == 0
+    assert json.load(open(os.path.join(target, "manifest.json")))["checkpoint"] == "averaged"
+    translator = Translator.from_bundle(target)
+    sources = [translator.source_vocabulary.encode(w) for w in ["hello", "world", "abracadabra", "onnxruntime"]]
+
+    def scores(found):
+        return [hypotheses[0].score for hypotheses in found]
+
+    exported = scores(translator.translate_ids(sources, beam_size=3))
+    averaged = scores(make_translator(run_dir, checkpoint="averaged").translate_ids(sources, beam_size=3))
+    best = scores(make_translator(run_dir, checkpoint="best").translate_ids(sources, beam_size=3))
+    np.testing.assert_allclose(exported, averaged, atol=1e-4)
+    assert np.abs(np.array(exported) - np.array(best)).max() > 1e-3  # not the best-dev-loss weights
+    assert "averaged weights" in capsys.readouterr().err
 
 
 def test_translate_cli_keeps_lines(bundle):
