@@ -323,20 +323,34 @@ def _epoch_weight_files(directory: str) -> list[str]:
     return [os.path.join(directory, name) for name in names]
 
 
-def average_weights(model: keras.Model, paths: list[str], out_path: str) -> None:
-    """Writes the element-wise mean of the weight files `paths` (all from `model`'s
-    architecture) to `out_path`, atomically; `model` keeps its own weights."""
-    own = model.get_weights()
-    total = None
+def average_weights(paths: list[str], out_path: str) -> None:
+    """Writes the element-wise mean of the Keras weight files `paths` (one
+    architecture) to `out_path`, atomically.
+
+    Works on the files alone (h5py), not on a live model, so it is the same under
+    any distribution strategy. Float arrays are averaged in float64 and stored in
+    their own dtype; other arrays (e.g. seed states) are taken from the last file.
+    """
+    import h5py
+
+    temporary = out_path[: -len(".weights.h5")] + ".partial.weights.h5"
+    shutil.copyfile(paths[-1], temporary)
+    sources = [h5py.File(path, "r") for path in paths]
     try:
-        for path in paths:
-            model.load_weights(path)
-            values = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
-            total = values if total is None else [a + b for a, b in zip(total, values)]
-        model.set_weights([(t / len(paths)).astype(w.dtype) for t, w in zip(total, own)])
-        _save_weights_atomically(model, out_path)
+        with h5py.File(temporary, "r+") as out:
+            names: list[str] = []
+            out.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+            for name in names:
+                if not np.issubdtype(out[name].dtype, np.floating):
+                    continue
+                total = np.zeros(out[name].shape, np.float64)
+                for source in sources:
+                    total += source[name][()]
+                out[name][...] = (total / len(sources)).astype(out[name].dtype)
     finally:
-        model.set_weights(own)
+        for source in sources:
+            source.close()
+    os.replace(temporary, out_path)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -390,7 +404,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             return
         paths = _epoch_weight_files(self.directory)
         if paths:
-            average_weights(self.model, paths, os.path.join(self.directory, "averaged.weights.h5"))
+            average_weights(paths, os.path.join(self.directory, "averaged.weights.h5"))
             log(f"averaged the weights of {len(paths)} epoch(s) into {self.directory}/averaged.weights.h5")
 
 
