@@ -308,9 +308,20 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Opt
 # --- Callbacks --------------------------------------------------------------
 
 
+def _partial_path(path: str) -> str:
+    """Where `X.weights.h5` is written before it is renamed into place."""
+    return path[: -len(".weights.h5")] + ".partial.weights.h5"
+
+
 def _save_weights_atomically(model: keras.Model, path: str) -> None:
-    temporary = path[: -len(".weights.h5")] + ".partial.weights.h5"
+    temporary = _partial_path(path)
     model.save_weights(temporary)
+    os.replace(temporary, path)
+
+
+def _copy_atomically(source: str, path: str) -> None:
+    temporary = _partial_path(path)
+    shutil.copyfile(source, temporary)
     os.replace(temporary, path)
 
 
@@ -333,7 +344,7 @@ def average_weights(paths: list[str], out_path: str) -> None:
     """
     import h5py
 
-    temporary = out_path[: -len(".weights.h5")] + ".partial.weights.h5"
+    temporary = _partial_path(out_path)
     shutil.copyfile(paths[-1], temporary)
     sources = [h5py.File(path, "r") for path in paths]
     try:
@@ -381,17 +392,16 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if not self.enabled:
             return
         logs = logs or {}
-        _save_weights_atomically(self.model, os.path.join(self.directory, "last.weights.h5"))
+        last = os.path.join(self.directory, "last.weights.h5")
+        _save_weights_atomically(self.model, last)
         if self.average_last:
-            _save_weights_atomically(
-                self.model, os.path.join(self.directory, f"epoch_{epoch + 1:04d}.weights.h5")
-            )
+            _copy_atomically(last, os.path.join(self.directory, f"epoch_{epoch + 1:04d}.weights.h5"))
             for old in _epoch_weight_files(self.directory)[: -self.average_last]:
                 os.remove(old)
         value = logs.get(self.monitor)
         if value is not None and value < self.best:
             self.best = float(value)
-            _save_weights_atomically(self.model, os.path.join(self.directory, "best.weights.h5"))
+            _copy_atomically(last, os.path.join(self.directory, "best.weights.h5"))
             with open(os.path.join(self.directory, "best.json.tmp"), "w", encoding="utf-8") as h:
                 json.dump({self.monitor: self.best, "epoch": epoch + 1}, h)
             os.replace(
