@@ -1,24 +1,221 @@
 """The paper-shaped training step on a GPU under `KERAS_BACKEND=torch`, in words per second.
 
-    KERAS_BACKEND=torch python bench/gpu_train_step.py            # on a CUDA machine
+    KERAS_BACKEND=torch python bench/gpu_train_step.py --out gpu.json    # on a CUDA machine
     KERAS_BACKEND=torch python bench/gpu_train_step.py --quick --steps 2   # smoke test, any machine
 
 The model is `keras_s2s.models.build_seq2seq` with the `paper` shape (4 x 1000 LSTM layers,
 1000-d embeddings, 32k vocabularies), batch 128, source and target length 32, bfloat16
-mixed precision, the preset's loss, optimizer and clipping. Words per second count source
+mixed precision, the preset's loss, SGD and global clipping. Words per second count source
 and target tokens. Needs keras, torch and numpy only (no TensorFlow).
+
+Variants, timed one after the other in the same process:
+- `keras_s2s`: the model as `s2s train` builds it (the masked encoder runs as packed
+  sequences in the fused LSTM, `keras_s2s.models.lstm`);
+- `keras_s2s, no source mask`: the same with the encoder LSTMs ignoring the source mask
+  (every row here is full length, so the results are the same; the cost of packing);
+- `keras_s2s, logits in bf16`: the vocabulary projection in the compute dtype instead of
+  float32 (the model keeps it float32);
+- `stock Keras LSTM`: the masked encoder in Keras' own LSTM, which under torch runs a
+  Python loop over time steps for any mask;
+- `PyTorch reference`: the same shapes in plain PyTorch (`nn.LSTM` on cuDNN, bf16 autocast,
+  SGD, `clip_grad_norm_`): what the same GPU gives without Keras.
+Each row also counts the LSTM layer calls per step by the path they took.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import statistics
 import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+VARIANTS = ("keras_s2s", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference")
+LABELS = {
+    "keras_s2s": "keras_s2s",
+    "no_source_mask": "keras_s2s, no source mask",
+    "bf16_logits": "keras_s2s, logits in bf16",
+    "stock_keras_lstm": "stock Keras LSTM",
+    "torch_reference": "PyTorch reference",
+}
+
+
+def _shape(quick):
+    shape = dict(num_layers=4, hidden_dim=1000, embedding_dim=1000, source_vocabulary_size=32000,
+                 target_vocabulary_size=32000, attention="none", reverse_source=True, dropout=0.0)
+    if quick:
+        shape.update(num_layers=2, hidden_dim=64, embedding_dim=32, source_vocabulary_size=500,
+                     target_vocabulary_size=500)
+    return shape
+
+
+class PathCounter:
+    """Counts LSTM layer calls by the path they took (fused packed, cuDNN, torch loop, Keras loop)."""
+
+    def __init__(self):
+        self.counts = {"packed": 0, "cudnn": 0, "torch loop": 0, "keras loop": 0}
+        self._patches = []
+
+    def _wrap(self, module, name, key):
+        original = getattr(module, name, None)
+        if original is None:
+            return
+
+        def counted(*args, **kwargs):
+            self.counts[key] += 1
+            return original(*args, **kwargs)
+
+        setattr(module, name, counted)
+        self._patches.append((module, name, original))
+
+    def install(self):
+        import importlib
+
+        import keras.src.backend as backend
+
+        from keras_s2s.models import _torch_lstm
+
+        # The package's `rnn` attribute is the function of that name; the module is in sys.modules.
+        importlib.import_module("keras.src.backend.torch.rnn")
+        torch_rnn = sys.modules["keras.src.backend.torch.rnn"]
+
+        self._wrap(_torch_lstm, "packed_lstm", "packed")
+        self._wrap(torch_rnn, "_cudnn_lstm", "cudnn")
+        self._wrap(torch_rnn, "_fallback_lstm", "torch loop")
+        self._wrap(backend, "rnn", "keras loop")
+        return self
+
+    def reset(self):
+        self.counts = dict.fromkeys(self.counts, 0)
+
+    def per_step(self, steps):
+        return {key: value / steps for key, value in self.counts.items() if value}
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _time(step, warmup, steps, counter=None):
+    for _ in range(warmup):
+        step()
+    _sync()
+    if counter is not None:
+        counter.reset()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def _data(config, batch, length):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    source = rng.integers(4, config["source_vocabulary_size"], (batch, length)).astype("int32")
+    decoder_in = rng.integers(4, config["target_vocabulary_size"], (batch, length)).astype("int32")
+    target = rng.integers(4, config["target_vocabulary_size"], (batch, length)).astype("int32")
+    return source, decoder_in, target
+
+
+def time_keras(variant, shape, args):
+    import keras
+    import numpy as np
+
+    from keras_s2s.config import ModelConfig
+    from keras_s2s.losses import SequenceCrossEntropy
+    from keras_s2s.models import build_seq2seq
+    from keras_s2s.models.lstm import LSTM
+
+    keras.mixed_precision.set_global_policy("float32" if args.precision == "float32" else f"mixed_{args.precision}")
+    original_loop = LSTM.inner_loop
+    if variant == "stock_keras_lstm":
+        LSTM.inner_loop = keras.layers.LSTM.inner_loop
+    if variant == "no_source_mask":
+        # Every row is full length here, so dropping the mask changes no result.
+        def unmasked(self, sequences, initial_state, mask, training=False):
+            return keras.layers.LSTM.inner_loop(self, sequences, initial_state, None, training=training)
+
+        LSTM.inner_loop = unmasked
+    try:
+        config = ModelConfig(**shape)
+        model = build_seq2seq(config)
+        if variant == "bf16_logits":
+            model.get_layer("decoder_logits").dtype_policy = keras.DTypePolicy(keras.config.dtype_policy().name)
+        model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
+        source, decoder_in, target = _data(shape, args.batch, args.length)
+        x = {"source_ids": source, "decoder_input_ids": decoder_in}
+        weights = np.ones_like(target, dtype="float32")
+        counter = PathCounter().install()
+        steps = args.slow_steps if variant == "stock_keras_lstm" else args.steps
+        try:
+            step, times = _time(lambda: model.train_on_batch(x, target, sample_weight=weights), args.warmup, steps,
+                                counter)
+        finally:
+            for module, name, original in counter._patches:
+                setattr(module, name, original)
+        paths = counter.per_step(steps)
+        loss = float(model.train_on_batch(x, target, sample_weight=weights))
+    finally:
+        LSTM.inner_loop = original_loop
+    del model
+    return step, times, paths, loss
+
+
+def time_torch_reference(shape, args):
+    """The same shapes in plain PyTorch: embeddings, two 4-layer cuDNN LSTMs, a projection."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    hidden, layers = shape["hidden_dim"], shape["num_layers"]
+
+    class Seq2Seq(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.source_embedding = torch.nn.Embedding(shape["source_vocabulary_size"], shape["embedding_dim"])
+            self.target_embedding = torch.nn.Embedding(shape["target_vocabulary_size"], shape["embedding_dim"])
+            self.encoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
+            self.decoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
+            self.logits = torch.nn.Linear(hidden, shape["target_vocabulary_size"])
+            for parameter in self.parameters():
+                torch.nn.init.uniform_(parameter, -0.08, 0.08)
+
+        def forward(self, source, decoder_in):
+            _, states = self.encoder(self.source_embedding(source))
+            outputs, _ = self.decoder(self.target_embedding(decoder_in), states)
+            return self.logits(outputs)
+
+    model = Seq2Seq().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.7)
+    source, decoder_in, target = (torch.as_tensor(a, dtype=torch.long, device=device)
+                                  for a in _data(shape, args.batch, args.length))
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(args.precision)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            logits = model(source, decoder_in)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        return loss.detach()
+
+    median, times = _time(step, args.warmup, args.steps)
+    loss = float(step())
+    del model, optimizer
+    return median, times, {}, loss
 
 
 def main(argv=None) -> int:
@@ -27,63 +224,63 @@ def main(argv=None) -> int:
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--slow-steps", type=int, default=3, help="timed steps of the stock Keras LSTM row")
     parser.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="a small shape (smoke test)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
 
     import keras
-    import numpy as np
+    import torch
 
-    from keras_s2s.config import ModelConfig
-    from keras_s2s.losses import SequenceCrossEntropy
-    from keras_s2s.models import build_seq2seq
-
-    if args.precision != "float32":
-        keras.mixed_precision.set_global_policy(f"mixed_{args.precision}")
-    shape = dict(num_layers=4, hidden_dim=1000, embedding_dim=1000, source_vocabulary_size=32000,
-                 target_vocabulary_size=32000, attention="none", reverse_source=True, dropout=0.0)
-    if args.quick:
-        shape.update(num_layers=2, hidden_dim=64, embedding_dim=32, source_vocabulary_size=500,
-                     target_vocabulary_size=500)
-    config = ModelConfig(**shape)
-    model = build_seq2seq(config)
-    model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
-    rng = np.random.default_rng(0)
-    vocabulary = config.target_vocabulary_size
-    source = rng.integers(4, config.source_vocabulary_size, (args.batch, args.length)).astype("int32")
-    decoder_in = rng.integers(4, vocabulary, (args.batch, args.length)).astype("int32")
-    target = rng.integers(4, vocabulary, (args.batch, args.length)).astype("int32")
-    weights = np.ones_like(target, dtype="float32")
-    x = {"source_ids": source, "decoder_input_ids": decoder_in}
-    for _ in range(args.warmup):
-        model.train_on_batch(x, target, sample_weight=weights)
-
-    def sync():
-        if keras.backend.backend() == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-
-    sync()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, target, sample_weight=weights)
-        sync()
-        times.append(time.perf_counter() - start)
-    step = float(np.median(times))
+    shape = _shape(args.quick)
     words = 2 * args.batch * args.length
-    device = "cpu"
-    if keras.backend.backend() == "torch":
-        import torch
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    rows, failed = [], []
+    for variant in variants:
+        try:
+            if variant == "torch_reference":
+                step, times, paths, loss = time_torch_reference(shape, args)
+            else:
+                step, times, paths, loss = time_keras(variant, shape, args)
+        except Exception as error:  # one failing row must not lose the others
+            print(f"{LABELS[variant]}: failed: {error!r}", file=sys.stderr, flush=True)
+            if variant == "keras_s2s":
+                raise
+            failed.append({"variant": LABELS[variant], "error": repr(error)})
+            continue
+        rows.append({"variant": LABELS[variant], "step ms (median)": 1000 * step,
+                     "step ms (all)": [round(1000 * t, 2) for t in times], "words/s": words / step,
+                     "LSTM calls per step": paths, "loss after": loss})
+        print(f"{LABELS[variant]}: {1000 * step:.1f} ms/step, {words / step:,.0f} words/s, paths {paths}",
+              flush=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    reference = next((r["words/s"] for r in rows if r["variant"] == LABELS["torch_reference"]), None)
+    for row in rows:
+        row["vs PyTorch reference"] = row["words/s"] / reference if reference else None
 
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(f"\ndevice {device}, backend {keras.backend.backend()}, {args.precision}, batch {args.batch}, "
+          f"lengths {args.length}, {words:,} words per step")
+    print("| variant | step ms (median) | words/s | vs PyTorch reference | LSTM calls per step |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for row in rows:
+        ratio = f"{row['vs PyTorch reference']:.2f}x" if row["vs PyTorch reference"] else "-"
+        paths = ", ".join(f"{k} {v:g}" for k, v in row["LSTM calls per step"].items()) or "-"
+        print(f"| {row['variant']} | {row['step ms (median)']:.1f} | {row['words/s']:,.0f} | {ratio} | {paths} |")
+    for row in failed:
+        print(f"| {row['variant']} | failed: {row['error'][:80]} | | | |")
     result = {"backend": keras.backend.backend(), "device": device, "precision": args.precision,
-              "shape": shape, "batch": args.batch, "length": args.length, "step ms (median)": 1000 * step,
-              "words/s": words / step}
-    print(json.dumps(result, indent=2))
+              "shape": shape, "batch": args.batch, "length": args.length, "rows": rows, "failed": failed}
+    ours = next((r for r in rows if r["variant"] == LABELS["keras_s2s"]), None)
+    if ours:
+        result.update({"step ms (median)": ours["step ms (median)"], "words/s": ours["words/s"]})
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from keras_s2s.config import ModelConfig, PAD_ID
+from keras_s2s.models.lstm import LSTM
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -84,7 +85,7 @@ def _uniform(scale):
 
 
 def _lstm(units, name, scale):
-    return keras.layers.LSTM(
+    return LSTM(
         units,
         return_sequences=True,
         return_state=True,
