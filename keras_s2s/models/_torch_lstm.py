@@ -51,9 +51,10 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     order = packed.sorted_indices
     h0 = torch.as_tensor(initial_h).to(dtype).index_select(0, order).unsqueeze(0)
     c0 = torch.as_tensor(initial_c).to(dtype).index_select(0, order).unsqueeze(0)
-    weight_ih = kernel.t()
-    weight_hh = _tensor(recurrent_kernel).to(dtype).t()
-    bias_ih = _tensor(bias).to(dtype)
+    # cuDNN copies the weights into its own flat buffer by `view`: they must be contiguous.
+    weight_ih = kernel.t().contiguous()
+    weight_hh = _tensor(recurrent_kernel).to(dtype).t().contiguous()
+    bias_ih = _tensor(bias).to(dtype).contiguous()
     bias_hh = torch.zeros_like(bias_ih)
     # The packed form of the op behind torch.nn.LSTM, with Keras' variables as its
     # weights so gradients reach them.
