@@ -18,7 +18,12 @@ Variants, timed one after the other in the same process:
 - `stock Keras LSTM`: the masked encoder in Keras' own LSTM, which under torch runs a
   Python loop over time steps for any mask;
 - `PyTorch reference`: the same shapes in plain PyTorch (`nn.LSTM` on cuDNN, bf16 autocast,
-  SGD, `clip_grad_norm_`): what the same GPU gives without Keras.
+  SGD, `clip_grad_norm_`): what the same GPU gives without Keras;
+- `PyTorch reference, one cuDNN call per layer`: the same with each layer its own `nn.LSTM`,
+  as the layers of a Keras model are.
+With `--profile DIR`, the `keras_s2s` and per-layer reference rows also run a few steps under
+`torch.profiler`; the operators' tables (by GPU time, by CPU time) and, on a GPU, the Python
+stacks of every host-device synchronisation in one step are written to DIR.
 Each row also counts the LSTM layer calls per step by the path they took.
 """
 
@@ -35,13 +40,15 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-VARIANTS = ("keras_s2s", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference")
+VARIANTS = ("keras_s2s", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
+            "torch_reference_per_layer")
 LABELS = {
     "keras_s2s": "keras_s2s",
     "no_source_mask": "keras_s2s, no source mask",
     "bf16_logits": "keras_s2s, logits in bf16",
     "stock_keras_lstm": "stock Keras LSTM",
     "torch_reference": "PyTorch reference",
+    "torch_reference_per_layer": "PyTorch reference, one cuDNN call per layer",
 }
 
 
@@ -119,6 +126,66 @@ def _time(step, warmup, steps, counter=None):
     return statistics.median(times), times
 
 
+def _profile(step, folder, name, steps=5):
+    """Writes torch.profiler's operator tables for `steps` calls of `step` to `folder`."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    os.makedirs(folder, exist_ok=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    _sync()
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync()
+    wall = (time.perf_counter() - start) / steps
+    averages = prof.key_averages()
+    sort_gpu = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    gpu_busy = sum(getattr(e, "self_device_time_total", 0) for e in averages) / steps / 1e3
+    with open(os.path.join(folder, f"{name}.profile.txt"), "w", encoding="utf-8") as handle:
+        handle.write(f"{steps} steps, wall {1000 * wall:.1f} ms/step under the profiler, "
+                     f"GPU kernels busy {gpu_busy:.1f} ms/step\n\n")
+        handle.write("by GPU time\n" + averages.table(sort_by=sort_gpu, row_limit=40) + "\n\n")
+        handle.write("by CPU time\n" + averages.table(sort_by="self_cpu_time_total", row_limit=40) + "\n")
+    print(f"profile: wall {1000 * wall:.1f} ms/step, GPU busy {gpu_busy:.1f} ms/step", flush=True)
+    if torch.cuda.is_available():
+        try:
+            _sync_stacks(step, os.path.join(folder, f"{name}.syncs.txt"))
+        except Exception as error:  # a diagnostic; the timings stand without it
+            print(f"synchronisation stacks failed: {error!r}", file=sys.stderr, flush=True)
+
+
+def _sync_stacks(step, path):
+    """Writes the Python stack of every host-device synchronisation in one call of `step`."""
+    import collections
+    import traceback
+    import warnings
+
+    import torch
+
+    stacks = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_stack()[:-1]
+                  if "/torch/" not in frame.filename and not frame.filename.endswith("warnings.py")]
+        stacks[tuple(frames[-7:])] += 1
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            step()
+            torch.cuda.synchronize()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"{sum(stacks.values())} synchronising calls in one step\n")
+        for stack, count in stacks.most_common():
+            handle.write(f"\n{count}x\n" + "".join(f"    {frame}\n" for frame in stack))
+
+
 def _data(config, batch, length):
     import numpy as np
 
@@ -166,6 +233,8 @@ def time_keras(variant, shape, args):
             for module, name, original in counter._patches:
                 setattr(module, name, original)
         paths = counter.per_step(steps)
+        if args.profile and variant == "keras_s2s":
+            _profile(lambda: model.train_on_batch(x, target, sample_weight=weights), args.profile, variant)
         loss = float(model.train_on_batch(x, target, sample_weight=weights))
     finally:
         LSTM.inner_loop = original_loop
@@ -173,8 +242,12 @@ def time_keras(variant, shape, args):
     return step, times, paths, loss
 
 
-def time_torch_reference(shape, args):
-    """The same shapes in plain PyTorch: embeddings, two 4-layer cuDNN LSTMs, a projection."""
+def time_torch_reference(shape, args, per_layer=False):
+    """The same shapes in plain PyTorch: embeddings, two 4-layer cuDNN LSTMs, a projection.
+
+    With `per_layer`, each LSTM layer is its own cuDNN call, as in a Keras model (a stacked
+    cuDNN call can overlap its layers in time; separate calls cannot).
+    """
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -185,16 +258,30 @@ def time_torch_reference(shape, args):
             super().__init__()
             self.source_embedding = torch.nn.Embedding(shape["source_vocabulary_size"], shape["embedding_dim"])
             self.target_embedding = torch.nn.Embedding(shape["target_vocabulary_size"], shape["embedding_dim"])
-            self.encoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
-            self.decoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
+            if per_layer:
+                self.encoder, self.decoder = (torch.nn.ModuleList(
+                    torch.nn.LSTM(shape["embedding_dim"] if i == 0 else hidden, hidden, batch_first=True)
+                    for i in range(layers)) for _ in range(2))
+            else:
+                self.encoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
+                self.decoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
             self.logits = torch.nn.Linear(hidden, shape["target_vocabulary_size"])
             for parameter in self.parameters():
                 torch.nn.init.uniform_(parameter, -0.08, 0.08)
 
         def forward(self, source, decoder_in):
-            _, states = self.encoder(self.source_embedding(source))
-            outputs, _ = self.decoder(self.target_embedding(decoder_in), states)
-            return self.logits(outputs)
+            if not per_layer:
+                _, states = self.encoder(self.source_embedding(source))
+                outputs, _ = self.decoder(self.target_embedding(decoder_in), states)
+                return self.logits(outputs)
+            x, states = self.source_embedding(source), []
+            for layer in self.encoder:
+                x, state = layer(x)
+                states.append(state)
+            y = self.target_embedding(decoder_in)
+            for layer, state in zip(self.decoder, states):
+                y, _ = layer(y, state)
+            return self.logits(y)
 
     model = Seq2Seq().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.7)
@@ -213,6 +300,8 @@ def time_torch_reference(shape, args):
         return loss.detach()
 
     median, times = _time(step, args.warmup, args.steps)
+    if args.profile and per_layer:
+        _profile(step, args.profile, "torch_reference_per_layer")
     loss = float(step())
     del model, optimizer
     return median, times, {}, loss
@@ -229,6 +318,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="a small shape (smoke test)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--profile", default=None, help="folder for torch.profiler tables of the keras_s2s row")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -244,8 +334,8 @@ def main(argv=None) -> int:
     rows, failed = [], []
     for variant in variants:
         try:
-            if variant == "torch_reference":
-                step, times, paths, loss = time_torch_reference(shape, args)
+            if variant.startswith("torch_reference"):
+                step, times, paths, loss = time_torch_reference(shape, args, variant.endswith("per_layer"))
             else:
                 step, times, paths, loss = time_keras(variant, shape, args)
         except Exception as error:  # one failing row must not lose the others

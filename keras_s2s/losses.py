@@ -22,11 +22,16 @@ class SequenceCrossEntropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
-        # (batch, time); the fused sparse op is cheaper than gathering from
-        # log_softmax and compiles under XLA.
+        # The fused sparse op is cheaper than gathering from log_softmax and
+        # compiles under XLA. It runs on `(tokens, vocabulary)`: torch's
+        # cross-entropy wants the classes on axis 1, and on a 3-D input that
+        # leaves the time axis behind them and a much slower softmax kernel.
         nll = ops.sparse_categorical_crossentropy(
-            ops.cast(y_true, "int32"), logits, from_logits=True
+            ops.reshape(ops.cast(y_true, "int32"), (-1,)),
+            ops.reshape(logits, (-1, ops.shape(logits)[-1])),
+            from_logits=True,
         )
+        nll = ops.reshape(nll, ops.shape(y_true))
         if not self.label_smoothing:
             return nll
         uniform = ops.mean(ops.log_softmax(logits, axis=-1), axis=-1)

@@ -42,9 +42,11 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     mask = torch.as_tensor(mask).to(torch.bool)
     batch, time = mask.shape
     lengths = mask.sum(dim=1)
-    right_padded = torch.equal(mask, torch.arange(time, device=mask.device)[None, :] < lengths[:, None])
-    lengths_host = lengths.cpu()
-    if not right_padded or batch == 0 or int(lengths_host.min()) == 0:
+    holes = (mask != (torch.arange(time, device=mask.device)[None, :] < lengths[:, None])).any()
+    # One device-to-host transfer (a synchronisation) per layer: the lengths and the check.
+    host = torch.cat([lengths, holes.to(lengths.dtype).reshape(1)]).cpu()
+    lengths_host, holes = host[:-1], bool(host[-1])
+    if holes or batch == 0 or int(lengths_host.min()) == 0:
         CALLS["declined"] += 1
         return None
     packed = pack_padded_sequence(inputs, lengths_host, batch_first=True, enforce_sorted=False)
