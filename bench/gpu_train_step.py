@@ -74,8 +74,11 @@ class PathCounter:
             return
 
         def counted(*args, **kwargs):
-            self.counts[key] += 1
-            return original(*args, **kwargs)
+            result = original(*args, **kwargs)
+            # The packed path may decline (returns None) and leave the layer to Keras.
+            if result is not None or key != "packed":
+                self.counts[key] += 1
+            return result
 
         setattr(module, name, counted)
         self._patches.append((module, name, original))
