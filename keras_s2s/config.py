@@ -113,6 +113,12 @@ class ModelConfig:
         init_scale: float. Weights start uniform in [-init_scale, init_scale].
         reverse_source: bool. Feed the source reversed (real tokens only;
             padding stays on the right), as the paper found best.
+        float32_logits: bool. Under mixed precision, compute the output
+            projection in float32 (true) or in the compute dtype with the
+            logits cast to float32 after it (false; the loss and the
+            log-softmax are float32 either way). The projection is the largest
+            matrix product of a big-vocabulary model: on a GPU false is much
+            faster (BENCHMARKS.md); without mixed precision it changes nothing.
         source_vocabulary_size: int. Filled in from the source tokenizer.
         target_vocabulary_size: int. Filled in from the target tokenizer.
     """
@@ -125,6 +131,7 @@ class ModelConfig:
     bidirectional_encoder: bool = False
     init_scale: float = 0.08
     reverse_source: bool = True
+    float32_logits: bool = True
     source_vocabulary_size: int = 0
     target_vocabulary_size: int = 0
 

@@ -170,7 +170,7 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
         config.target_vocabulary_size,
         kernel_initializer=_uniform(scale),
         bias_initializer=_uniform(scale),
-        dtype="float32",
+        dtype="float32" if config.float32_logits else None,
         name="decoder_logits",
     )
 
@@ -206,6 +206,8 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
         y = attention_combine(ops.concatenate([y, context], axis=-1))
         y = dropouts[f"decoder_dropout_{config.num_layers}"](y)
     logits = logits_layer(y)
+    if not config.float32_logits:
+        logits = ops.cast(logits, "float32")
 
     model = keras.Model(
         inputs={"source_ids": source_ids, "decoder_input_ids": decoder_input_ids},

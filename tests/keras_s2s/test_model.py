@@ -110,3 +110,19 @@ def test_model_builds_and_trains_without_tensorflow():
                             env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["torch", "True"]
+
+
+@pytest.mark.parametrize("float32_logits", [True, False])
+def test_mixed_precision_logits_are_float32_and_projection_dtype_follows_config(float32_logits):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_seq2seq(_config(num_layers=1, float32_logits=float32_logits))
+        source, target = _batch()
+        logits = model({"source_ids": source, "decoder_input_ids": target})
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+    projection = model.get_layer("decoder_logits")
+    assert projection.compute_dtype == ("float32" if float32_logits else "bfloat16")
+    assert projection.kernel.dtype == "float32"
