@@ -100,6 +100,11 @@ class PathCounter:
         self._wrap(backend, "rnn", "keras loop")
         return self
 
+    def uninstall(self):
+        for module, name, original in reversed(self._patches):
+            setattr(module, name, original)
+        self._patches = []
+
     def reset(self):
         self.counts = dict.fromkeys(self.counts, 0)
 
@@ -231,8 +236,7 @@ def time_keras(variant, shape, args):
             step, times = _time(lambda: model.train_on_batch(x, target, sample_weight=weights), args.warmup, steps,
                                 counter)
         finally:
-            for module, name, original in counter._patches:
-                setattr(module, name, original)
+            counter.uninstall()
         paths = counter.per_step(steps)
         if args.profile and variant == "keras_s2s":
             _profile(lambda: model.train_on_batch(x, target, sample_weight=weights), args.profile, variant)
