@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import statistics
 import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
 
 VARIANTS = ("keras_s2s", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
             "torch_reference_per_layer")
@@ -53,12 +53,17 @@ LABELS = {
 
 
 def _shape(quick):
-    shape = dict(num_layers=4, hidden_dim=1000, embedding_dim=1000, source_vocabulary_size=32000,
-                 target_vocabulary_size=32000, attention="none", reverse_source=True, dropout=0.0)
+    """The `paper` preset's model with 32k vocabularies (the small one for a smoke test)."""
+    import dataclasses
+
+    from keras_s2s.config import load_preset
+
+    model = dataclasses.replace(load_preset("paper").model, source_vocabulary_size=32000,
+                                target_vocabulary_size=32000)
     if quick:
-        shape.update(num_layers=2, hidden_dim=64, embedding_dim=32, source_vocabulary_size=500,
-                     target_vocabulary_size=500)
-    return shape
+        model = dataclasses.replace(model, num_layers=2, hidden_dim=64, embedding_dim=32,
+                                    source_vocabulary_size=500, target_vocabulary_size=500)
+    return dataclasses.asdict(model)
 
 
 class PathCounter:
@@ -131,7 +136,7 @@ def _time(step, warmup, steps, counter=None):
         step()
         _sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+    return median(times), times
 
 
 def _profile(step, folder, name, steps=5):
@@ -224,7 +229,7 @@ def time_keras(variant, shape, args):
 
         LSTM.inner_loop = unmasked
     try:
-        config = ModelConfig(**shape, float32_logits=variant != "bf16_logits")
+        config = ModelConfig(**dict(shape, float32_logits=variant != "bf16_logits"))
         model = build_seq2seq(config)
         model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
         source, decoder_in, target = _data(shape, args.batch, args.length)
@@ -322,7 +327,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="a small shape (smoke test)")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="JSON file (default bench/results/gpu_train_step.json)")
     parser.add_argument("--profile", default=None, help="folder for torch.profiler tables of the keras_s2s row")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -363,22 +368,19 @@ def main(argv=None) -> int:
 
     print(f"\ndevice {device}, backend {keras.backend.backend()}, {args.precision}, batch {args.batch}, "
           f"lengths {args.length}, {words:,} words per step")
-    print("| variant | step ms (median) | words/s | vs PyTorch reference | LSTM calls per step |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for row in rows:
-        ratio = f"{row['vs PyTorch reference']:.2f}x" if row["vs PyTorch reference"] else "-"
-        paths = ", ".join(f"{k} {v:g}" for k, v in row["LSTM calls per step"].items()) or "-"
-        print(f"| {row['variant']} | {row['step ms (median)']:.1f} | {row['words/s']:,.0f} | {ratio} | {paths} |")
-    for row in failed:
-        print(f"| {row['variant']} | failed: {row['error'][:80]} | | | |")
-    result = {"backend": keras.backend.backend(), "device": device, "precision": args.precision,
-              "shape": shape, "batch": args.batch, "length": args.length, "rows": rows, "failed": failed}
+    printed = [{"variant": row["variant"], "step ms (median)": row["step ms (median)"], "words/s": row["words/s"],
+                "vs PyTorch reference": f"{row['vs PyTorch reference']:.2f}x" if row["vs PyTorch reference"] else "-",
+                "LSTM calls per step": ", ".join(f"{k} {v:g}" for k, v in row["LSTM calls per step"].items()) or "-"}
+               for row in rows]
+    printed += [{"variant": row["variant"], "step ms (median)": f"failed: {row['error'][:80]}"} for row in failed]
+    print(table(printed, ["variant", "step ms (median)", "words/s", "vs PyTorch reference", "LSTM calls per step"]))
+    result = {"machine": machine(), "commit": git_commit(), "backend": keras.backend.backend(), "device": device,
+              "precision": args.precision, "shape": shape, "batch": args.batch, "length": args.length,
+              "rows": rows, "failed": failed}
     ours = next((r for r in rows if r["variant"] == LABELS["keras_s2s"]), None)
     if ours:
         result.update({"step ms (median)": ours["step ms (median)"], "words/s": ours["words/s"]})
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
+    print(f"wrote {write_result('gpu_train_step', result, args.out)}")
     return 0
 
 

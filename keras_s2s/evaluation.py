@@ -298,9 +298,9 @@ def evaluate(
     """Decodes a split of a run, writes hypotheses and scores, prints a summary.
 
     Writes `eval/{split}.beam{K}.hyp` (one line per distinct source, in split
-    order) and `eval/{split}.beam{K}.json` (scores); with `checkpoint="last"`
-    (or `"averaged"`) the stem is `{split}.last.beam{K}` (`{split}.averaged.beam{K}`), and a `length_penalty` other than the
-    run's adds `.lp{value}` (tune it on `dev`, then use it on `test`).
+    order) and `eval/{split}.beam{K}.json` (scores); with another checkpoint
+    than `best` the stem is `{split}.{checkpoint}.beam{K}`, and a `length_penalty`
+    other than the run's adds `.lp{value}` (tune it on `dev`, then use it on `test`).
     """
     from keras_s2s.data.readers import read_tsv
 

@@ -5,16 +5,12 @@ Imported only under `KERAS_BACKEND=torch`.
 
 from __future__ import annotations
 
+import keras
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 # How often `packed_lstm` ran fused and how often it left the layer to Keras (the tests read it).
 CALLS = {"packed": 0, "declined": 0}
-
-
-def _tensor(value):
-    # Keras variables read inside a layer call are already autocast to the compute dtype.
-    return value.value if hasattr(value, "value") and not isinstance(value, torch.Tensor) else value
 
 
 def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
@@ -36,7 +32,8 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
         returns them, or `None` when the mask is not right-padded or a row is
         empty (the caller then takes Keras' own path).
     """
-    kernel = _tensor(kernel)
+    # Keras variables read inside a layer call come autocast to the compute dtype.
+    kernel = keras.ops.convert_to_tensor(kernel)
     dtype = kernel.dtype
     inputs = torch.as_tensor(inputs).to(dtype)
     mask = torch.as_tensor(mask).to(torch.bool)
@@ -55,8 +52,8 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     c0 = torch.as_tensor(initial_c).to(dtype).index_select(0, order).unsqueeze(0)
     # cuDNN copies the weights into its own flat buffer by `view`: they must be contiguous.
     weight_ih = kernel.t().contiguous()
-    weight_hh = _tensor(recurrent_kernel).to(dtype).t().contiguous()
-    bias_ih = _tensor(bias).to(dtype).contiguous()
+    weight_hh = keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t().contiguous()
+    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype).contiguous()
     bias_hh = torch.zeros_like(bias_ih)
     # The packed form of the op behind torch.nn.LSTM, with Keras' variables as its
     # weights so gradients reach them.
