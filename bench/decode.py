@@ -180,7 +180,7 @@ def _paper_model_dir(quick: bool) -> str:
     model = build_seq2seq(config)
     # The cache is rebuilt when the code that writes the graphs changes.
     digest = hashlib.sha256()
-    for module in ("bench/paper_onnx.py", "export/top_k.py"):
+    for module in ("bench/paper_onnx.py", "export/step_graph.py", "export/top_k.py"):
         with open(os.path.join(ROOT, module), "rb") as handle:
             digest.update(handle.read())
     stamp = os.path.join(directory, "built_from.sha256")

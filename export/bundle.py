@@ -328,7 +328,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
     config, model, source_tokenizer, target_tokenizer = load_run(run_dir, checkpoint=options.checkpoint)
     work_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".partial-", dir=parent)
     try:
-        _progress("converting to ONNX (tf2onnx, opset %d)" % OPSET)
+        _progress("writing ONNX, opset %d (encoder: tf2onnx; decoder step: from the weights)" % OPSET)
         op_counts = export_onnx(model, config.model, work_dir)
         files = ["encoder.onnx", "decoder_step.onnx"]
         models = {"float32": {"encoder": "encoder.onnx", "decoder_step": "decoder_step.onnx"}}
@@ -380,7 +380,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             },
             "lstm": {
                 "fused_nodes": {"encoder": op_counts["encoder"]["LSTM"], "decoder_step": op_counts["decoder_step"]["LSTM"]},
-                "converted_by": "tf2onnx",
+                "converted_by": {"encoder": "tf2onnx", "decoder_step": "export/step_graph.py"},
                 "encoder_sequence_lens": "source_lengths, attached by the exporter",
             },
             "files": {

@@ -1,8 +1,12 @@
-"""ONNX export with tf2onnx: `encoder.onnx` and `decoder_step.onnx`.
+"""ONNX export: `encoder.onnx` (tf2onnx) and `decoder_step.onnx` (written directly).
 
 Every Keras LSTM layer becomes exactly one fused ONNX `LSTM` node. The
-training encoder masks padding through `Embedding(mask_zero=True)`, which
-tf2onnx would turn into a `Loop`; the export therefore traces the encoder
+decoder step, which runs once per output token, is written node by node from
+the trained weights (`export/step_graph.py`) rather than traced: the traced
+graph carries some 70 shape-handling nodes (see there). The encoder, which
+runs once per sentence, is converted by tf2onnx. The training encoder masks
+padding through `Embedding(mask_zero=True)`, which tf2onnx would turn into a
+`Loop`; the export therefore traces the encoder
 without the mask (the same layers, looked up by name) and then gives every
 encoder `LSTM` node the `source_lengths` input as `sequence_lens`, so a
 right-padded batch yields exactly the final states of each sentence alone.
@@ -19,9 +23,8 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
-from export.top_k import add_top_k
+from export.step_graph import DecoderWeights, decoder_step_graph
 from keras_s2s.config import ModelConfig
-from keras_s2s.evaluation import decoder_step_function
 
 OPSET = 17
 FORBIDDEN_OPS = {"Loop", "Scan", "If"}
@@ -121,6 +124,29 @@ def check_fused_lstms(model_proto: onnx.ModelProto, expected: int, name: str) ->
     return dict(counts)
 
 
+def decoder_weights(model, config: ModelConfig) -> DecoderWeights:
+    """The trained decoder's weights (float32 numpy, Keras layout), read from the layers by name."""
+
+    def numpy(variable):
+        return np.asarray(variable.numpy(), dtype=np.float32)
+
+    lstm = []
+    for index in range(config.num_layers):
+        cell = model.get_layer(f"decoder_lstm_{index}").cell
+        lstm.append((numpy(cell.kernel), numpy(cell.recurrent_kernel), numpy(cell.bias)))
+    logits = model.get_layer("decoder_logits")
+    weights = DecoderWeights(
+        embedding=numpy(model.get_layer("target_embedding").embeddings),
+        lstm=lstm,
+        logits_kernel=numpy(logits.kernel),
+        logits_bias=numpy(logits.bias),
+    )
+    if config.attention == "luong":
+        weights.attention = numpy(model.get_layer("attention").kernel)
+        weights.attention_combine = numpy(model.get_layer("attention_combine").kernel)
+    return weights
+
+
 def export_onnx(model, config: ModelConfig, out_dir: str) -> dict:
     """Writes `encoder.onnx` and `decoder_step.onnx` for a trained model.
 
@@ -132,13 +158,9 @@ def export_onnx(model, config: ModelConfig, out_dir: str) -> dict:
     Returns:
         `{"encoder": op counts, "decoder_step": op counts}`.
     """
-    from keras_s2s.models import build_inference_models
-
-    _, decoder_step = build_inference_models(model, config)
     encoder_proto = convert(encoder_function(model, config))
     attach_sequence_lengths(encoder_proto)
-    decoder_proto = convert(decoder_step_function(decoder_step, config))
-    add_top_k(decoder_proto)
+    decoder_proto = decoder_step_graph(decoder_weights(model, config))
     report = {
         "encoder": check_fused_lstms(encoder_proto, config.num_layers, "encoder.onnx"),
         "decoder_step": check_fused_lstms(decoder_proto, config.num_layers, "decoder_step.onnx"),
