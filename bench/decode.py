@@ -149,6 +149,37 @@ def _step_rate(step, state_for_rows, rows: int, flops_per_row: float) -> tuple[f
     return seconds * 1000, flops_per_row * rows / seconds / 1e9
 
 
+def _step_row(name, threads, step32, step8, step_path, model_config) -> dict:
+    """The decoder step alone: milliseconds at 160 rows (batch 32 x beam 5) and at 5 rows
+    (batch 1 x beam 5), float32 and INT8, called as the translator calls it for beam 5
+    (the 10 best tokens per row), and its GFLOP/s at 160 rows against a plain MatMul of
+    the same weights."""
+    import numpy as np
+
+    flops_per_row, _ = _weight_flops_per_row(step_path)
+    layers, hidden = model_config.num_layers, model_config.hidden_dim
+
+    def state_for_rows(count, attention=model_config.attention == "luong"):
+        state = {"states": np.zeros([2 * layers, count, hidden], np.float32)}
+        if attention:
+            state["encoder_outputs"] = np.random.default_rng(0).standard_normal([count, 30, hidden]).astype(np.float32)
+            state["source_lengths"] = np.full([count], 30, np.int32)
+        return state
+
+    def beam_step(session):
+        return lambda tokens, state: session(tokens, state, top_k=10)
+
+    step_ms, step_rate = _step_rate(beam_step(step32), state_for_rows, 160, flops_per_row)
+    step8_ms, _ = _step_rate(beam_step(step8), state_for_rows, 160, flops_per_row)
+    step5_ms, _ = _step_rate(beam_step(step32), state_for_rows, 5, flops_per_row)
+    step85_ms, _ = _step_rate(beam_step(step8), state_for_rows, 5, flops_per_row)
+    plain = _plain_matmul_rate(flops_per_row, 160, threads, hidden)
+    return {"model": name, "threads": threads, "engine": "decoder step (onnxruntime)",
+            "MFLOP/row": flops_per_row / 1e6, "ms @160 f32": step_ms, "ms @160 INT8": step8_ms,
+            "ms @5 f32": step5_ms, "ms @5 INT8": step85_ms, "f32 / INT8 @5": step5_ms / step85_ms,
+            "GFLOP/s @160": step_rate, "plain MatMul GFLOP/s": plain, "step / plain %": 100 * step_rate / plain}
+
+
 def _configure_tensorflow(threads: int):
     import tensorflow as tf
 
@@ -213,6 +244,7 @@ def worker(args) -> dict:
         ort32 = Translator.from_bundle(args.bundle, num_threads=threads)
         ort8 = Translator.from_bundle(args.bundle, num_threads=threads, int8=True)
         config, model, source_tokenizer, target_tokenizer = load_run(args.run_dir)
+        bundle_model = model
         keras_translator = KerasTranslator(model, config, source_tokenizer, target_tokenizer)
         from keras_s2s.data.readers import read_tsv
 
@@ -288,30 +320,23 @@ def worker(args) -> dict:
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
 
-        # The decoder step at 160 rows against a plain MatMul of the same weights.
-        flops_per_row, _ = _weight_flops_per_row(step_path)
-        layers, hidden = model_config.num_layers, model_config.hidden_dim
+        rows.append(_step_row(name, threads, ort32.decoder_step, ort8.decoder_step, step_path, model_config))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    if args.compare_traced and args.bundle:
+        # The same trained step as tf2onnx traces it from the Keras step model.
+        import onnx
 
-        def state_for_rows(count, attention=model_config.attention == "luong"):
-            state = {"states": np.zeros([2 * layers, count, hidden], np.float32)}
-            if attention:
-                state["encoder_outputs"] = np.random.default_rng(0).standard_normal([count, 30, hidden]).astype(np.float32)
-                state["source_lengths"] = np.full([count], 30, np.int32)
-            return state
+        from export.bundle import quantize_int8
+        from export.onnx_export import traced_decoder_step
 
-        # As the translator calls it for beam 5: the 10 best tokens of each row.
-        def beam_step(session):
-            return lambda tokens, state: session(tokens, state, top_k=10)
-
-        step_ms, step_rate = _step_rate(beam_step(ort32.decoder_step), state_for_rows, 160, flops_per_row)
-        step8_ms, _ = _step_rate(beam_step(ort8.decoder_step), state_for_rows, 160, flops_per_row)
-        step1_ms, _ = _step_rate(beam_step(ort32.decoder_step), state_for_rows, 1, flops_per_row)
-        step81_ms, _ = _step_rate(beam_step(ort8.decoder_step), state_for_rows, 1, flops_per_row)
-        plain = _plain_matmul_rate(flops_per_row, 160, threads, hidden)
-        rows.append({"model": name, "threads": threads, "engine": "decoder step (onnxruntime)",
-                     "MFLOP/row": flops_per_row / 1e6, "ms @160 f32": step_ms, "ms @160 INT8": step8_ms,
-                     "ms @1 f32": step1_ms, "ms @1 INT8": step81_ms, "GFLOP/s @160": step_rate,
-                     "plain MatMul GFLOP/s": plain, "step / plain %": 100 * step_rate / plain})
+        name, model_config = models[0][0], models[0][-1]
+        with tempfile.TemporaryDirectory() as scratch:
+            path = os.path.join(scratch, "decoder_step.onnx")
+            onnx.save(traced_decoder_step(bundle_model, model_config), path)
+            quantize_int8(path, os.path.join(scratch, "decoder_step.int8.onnx"))
+            traced32, traced8 = (DecoderStepSession(os.path.join(scratch, f"decoder_step{suffix}.onnx"),
+                                                    ["CPUExecutionProvider"], threads) for suffix in ("", ".int8"))
+            rows.append(_step_row(f"{name} (traced step)", threads, traced32, traced8, path, model_config))
         print(json.dumps(rows[-1]), file=sys.stderr)
     return {"rows": rows}
 
@@ -352,6 +377,8 @@ def main(argv=None) -> int:
     parser.add_argument("--paper-latency-sentences", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a small paper-like shape (smoke test)")
+    parser.add_argument("--compare-traced", action="store_true",
+                        help="also time the bundle's step as tf2onnx traces it from the Keras model")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -375,6 +402,8 @@ def main(argv=None) -> int:
                        "--paper-latency-sentences", str(args.paper_latency_sentences)]
             if args.bundle:
                 command += ["--bundle", args.bundle, "--run-dir", args.run_dir]
+            if args.compare_traced:
+                command.append("--compare-traced")
             if args.paper:
                 command += ["--paper"] + (["--quick"] if args.quick else [])
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads), PYTHONPATH=ROOT)
@@ -391,8 +420,8 @@ def main(argv=None) -> int:
     print(table(ratios, ["model", "threads", "search", "f32 / TF sent/s @32", "TF / f32 p50 @1",
                          "INT8 / f32 sent/s @32", "f32 / INT8 p50 @1", "f32 / INT8 ms/step @1"]))
     print()
-    print(table(steps, ["model", "threads", "MFLOP/row", "ms @160 f32", "ms @160 INT8", "ms @1 f32", "ms @1 INT8",
-                        "GFLOP/s @160", "plain MatMul GFLOP/s", "step / plain %"]))
+    print(table(steps, ["model", "threads", "MFLOP/row", "ms @160 f32", "ms @160 INT8", "ms @5 f32", "ms @5 INT8",
+                        "f32 / INT8 @5", "GFLOP/s @160", "plain MatMul GFLOP/s", "step / plain %"]))
     payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios}
     print("wrote", write_result("decode", payload, args.out), file=sys.stderr)
     return 0

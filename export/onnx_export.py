@@ -147,6 +147,20 @@ def decoder_weights(model, config: ModelConfig) -> DecoderWeights:
     return weights
 
 
+def traced_decoder_step(model, config: ModelConfig) -> onnx.ModelProto:
+    """The decoder step as tf2onnx traces it from the Keras step model, with the same
+    selection nodes. Not what the export writes; `bench/decode.py --compare-traced` times
+    it against `decoder_step_graph`."""
+    from export.top_k import add_top_k
+    from keras_s2s.evaluation import decoder_step_function
+    from keras_s2s.models import build_inference_models
+
+    _, decoder_step = build_inference_models(model, config)
+    proto = convert(decoder_step_function(decoder_step, config))
+    add_top_k(proto)
+    return proto
+
+
 def export_onnx(model, config: ModelConfig, out_dir: str) -> dict:
     """Writes `encoder.onnx` and `decoder_step.onnx` for a trained model.
 

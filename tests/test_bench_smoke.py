@@ -21,7 +21,7 @@ def _run(args, tmp_path):
 def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     run_dir, bundle_dir, _, _ = tiny_bundle
     stdout, payload = _run(["bench/decode.py", "--bundle", bundle_dir, "--run-dir", run_dir, "--threads", "1",
-                            "--paper", "--quick",
+                            "--paper", "--quick", "--compare-traced",
                             "--sentences", "4", "--latency-sentences", "2", "--repeats", "1", "--paper-sentences", "4",
                             "--paper-latency-sentences", "2"], tmp_path)
     assert "| model | threads | engine | search | sent/s @32 |" in stdout
@@ -30,7 +30,8 @@ def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     assert all(row["sent/s @32"] > 0 for row in payload["rows"] if "sent/s @32" in row)
     assert payload["ratios"] and "GFLOP/s @160" in stdout
     assert all(row["ms/step @1"] > 0 for row in payload["rows"] if row["engine"].startswith("onnxruntime "))
-    assert {row["model"] for row in payload["rows"]} == {"tiny", "paper shape"}
+    assert {row["model"] for row in payload["rows"]} == {"tiny", "paper shape", "tiny (traced step)"}
+    assert all(row["f32 / INT8 @5"] > 0 for row in payload["rows"] if "f32 / INT8 @5" in row)
 
 
 def test_footprint_benchmark_prints_its_tables(tiny_bundle, tmp_path):
