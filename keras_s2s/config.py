@@ -110,6 +110,8 @@ class ModelConfig:
             (general-score attention over the encoder outputs).
         bidirectional_encoder: bool. Make the bottom encoder layer
             bidirectional (hidden_dim / 2 units each way, concatenated).
+        bidirectional_layers: int. How many encoder layers, from the bottom,
+            are bidirectional; 0 leaves it to `bidirectional_encoder` (1 or 0).
         init_scale: float. Weights start uniform in [-init_scale, init_scale].
         reverse_source: bool. Feed the source reversed (real tokens only;
             padding stays on the right), as the paper found best.
@@ -129,11 +131,17 @@ class ModelConfig:
     dropout: float = 0.2
     attention: str = "none"
     bidirectional_encoder: bool = False
+    bidirectional_layers: int = 0
     init_scale: float = 0.08
     reverse_source: bool = True
     float32_logits: bool = True
     source_vocabulary_size: int = 0
     target_vocabulary_size: int = 0
+
+    def is_bidirectional(self, index: int) -> bool:
+        """Whether encoder layer `index` (0 = bottom) reads in both directions."""
+        count = self.bidirectional_layers or int(bool(self.bidirectional_encoder))
+        return index < count
 
 
 @dataclass
@@ -349,9 +357,14 @@ class Config:
         if not 0.0 <= m.dropout < 1.0:
             raise ValueError(f"model.dropout: {m.dropout} is not in [0, 1)")
         _one_of("model.attention", m.attention, ("none", "luong"))
-        if m.bidirectional_encoder and m.hidden_dim % 2:
+        if not 0 <= m.bidirectional_layers <= m.num_layers:
             raise ValueError(
-                "model.hidden_dim: must be even with model.bidirectional_encoder"
+                f"model.bidirectional_layers: {m.bidirectional_layers} is not in "
+                f"[0, model.num_layers = {m.num_layers}]"
+            )
+        if m.is_bidirectional(0) and m.hidden_dim % 2:
+            raise ValueError(
+                "model.hidden_dim: must be even with a bidirectional encoder layer"
             )
         _positive("model.init_scale", m.init_scale)
         for key in ("source_vocabulary_size", "target_vocabulary_size"):

@@ -140,9 +140,9 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
     )
     encoder_layers = []
     for index in range(config.num_layers):
-        if index == 0 and config.bidirectional_encoder:
+        if config.is_bidirectional(index):
             layer = keras.layers.Bidirectional(
-                _lstm(hidden // 2, "encoder_lstm_0_cell", scale), name="encoder_lstm_0"
+                _lstm(hidden // 2, f"encoder_lstm_{index}_cell", scale), name=f"encoder_lstm_{index}"
             )
         else:
             layer = _lstm(hidden, f"encoder_lstm_{index}", scale)
@@ -183,7 +183,7 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
     for index, layer in enumerate(encoder_layers):
         outputs = layer(x)
         x = outputs[0]
-        if index == 0 and config.bidirectional_encoder:
+        if config.is_bidirectional(index):
             forward_h, forward_c, backward_h, backward_c = outputs[1:]
             encoder_states.append(
                 (
@@ -245,7 +245,7 @@ def build_inference_models(model: keras.Model, config: ModelConfig | None = None
     for index in range(layers):
         outputs = model.get_layer(f"encoder_lstm_{index}")(x)
         x = outputs[0]
-        if index == 0 and config.bidirectional_encoder:
+        if config.is_bidirectional(index):
             forward_h, forward_c, backward_h, backward_c = outputs[1:]
             stacked += [
                 ops.concatenate([forward_h, backward_h], axis=-1),

@@ -12,6 +12,7 @@ from serving.search import beam_search, max_output_lengths, pad_sources
 CASES = {
     "plain": dict(attention="none", bidirectional_encoder=False, num_layers=2),
     "attention-bidirectional": dict(attention="luong", bidirectional_encoder=True, num_layers=2),
+    "attention-all-bidirectional": dict(attention="luong", bidirectional_layers=2, num_layers=2),
 }
 
 

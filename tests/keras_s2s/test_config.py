@@ -40,6 +40,7 @@ def test_paper_preset_matches_the_paper():
         ("model.attention=bahdanau", "model.attention"),
         ("model.hidden_dim=-4", "model.hidden_dim"),
         ("model.hidden_dim=abc", "model.hidden_dim"),
+        ("model.bidirectional_layers=3", "model.bidirectional_layers"),
         ("tokenizer.vocabulary_size=3", "tokenizer.vocabulary_size"),
         ("model.target_vocabulary_size=2", "model.target_vocabulary_size"),
         ("model.colour=red", "model.colour"),

@@ -15,6 +15,7 @@ CASES = [
     dict(attention="none", bidirectional_encoder=False, num_layers=3),
     dict(attention="luong", bidirectional_encoder=False, num_layers=2),
     dict(attention="luong", bidirectional_encoder=True, num_layers=2),
+    dict(attention="luong", bidirectional_encoder=False, bidirectional_layers=2, num_layers=3),
 ]
 
 
@@ -34,7 +35,7 @@ def _batch(seed=0):
     return source, target
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['attention']}-bi{int(c['bidirectional_encoder'])}-L{c['num_layers']}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['attention']}-bi{c.get('bidirectional_layers') or int(c['bidirectional_encoder'])}-L{c['num_layers']}")
 def test_step_by_step_decoding_reproduces_teacher_forcing(case):
     config = _config(**case)
     model = build_seq2seq(config)
@@ -56,9 +57,12 @@ def test_step_by_step_decoding_reproduces_teacher_forcing(case):
         states = keras.ops.convert_to_numpy(outputs["next_states"])
 
 
-def test_padding_does_not_change_the_encoder_state():
-    config = _config(attention="luong", bidirectional_encoder=True, num_layers=2)
+@pytest.mark.parametrize("bidirectional_layers", [1, 2])
+def test_padding_does_not_change_the_encoder_state(bidirectional_layers):
+    config = _config(attention="luong", bidirectional_layers=bidirectional_layers, num_layers=2)
     model = build_seq2seq(config)
+    assert [isinstance(model.get_layer(f"encoder_lstm_{i}"), keras.layers.Bidirectional) for i in range(2)] == [
+        i < bidirectional_layers for i in range(2)]
     encoder, _ = build_inference_models(model)
     source, _ = _batch()
     together = keras.ops.convert_to_numpy(encoder(source)["states"])
