@@ -53,7 +53,7 @@ def encoder_function(model, config: ModelConfig) -> tf.types.experimental.Generi
         for index, layer in enumerate(layers):
             outputs = layer(x, training=False)
             x = outputs[0]
-            if index == 0 and config.bidirectional_encoder:
+            if config.is_bidirectional(index):
                 stacked += [
                     tf.concat([outputs[1], outputs[3]], axis=-1),
                     tf.concat([outputs[2], outputs[4]], axis=-1),
