@@ -5,10 +5,10 @@ graph traced from the Keras decoder-step model by tf2onnx carries Keras' and
 TensorFlow's shape handling with it: `Tensordot` becomes Shape/Gather/Concat/Cast/Reshape
 around each `MatMul`, the embedding lookup gets negative-index arithmetic, each LSTM's
 input and output get Transpose/Squeeze/Reshape, and boolean `where` becomes Casts and
-Muls: 79 nodes for a 2-layer attention decoder, of which 7 do the products. onnxruntime's
-own graph optimisations fold most of them, so on one thread the two graphs run at the same
-speed within this machine's noise; with two threads fewer nodes mean fewer hand-offs
-between threads (BENCHMARKS.md, `bench/decode.py --compare-traced`). The step's graph is
+Muls: 71 nodes for a 2-layer attention decoder (84 with the selection of the best
+tokens), of which 7 do the products. onnxruntime's own graph optimisations fold most of
+them, so on one thread the two graphs run at the same speed within this machine's noise;
+with two threads fewer nodes mean fewer hand-offs between threads (BENCHMARKS.md, `bench/decode.py --compare-traced`). The step's graph is
 also short enough to read, and its export needs no tracing.
 
 This module writes the same function with only what it needs (for 2 layers with
