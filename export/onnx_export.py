@@ -3,13 +3,13 @@
 Every Keras LSTM layer becomes exactly one fused ONNX `LSTM` node. The
 decoder step, which runs once per output token, is written node by node from
 the trained weights (`export/step_graph.py`) rather than traced: the traced
-graph carries some 70 shape-handling nodes (see there). The encoder, which
+graph carries some 60 shape-handling nodes (see there). The encoder, which
 runs once per sentence, is converted by tf2onnx. The training encoder masks
 padding through `Embedding(mask_zero=True)`, which tf2onnx would turn into a
-`Loop`; the export therefore traces the encoder
-without the mask (the same layers, looked up by name) and then gives every
-encoder `LSTM` node the `source_lengths` input as `sequence_lens`, so a
-right-padded batch yields exactly the final states of each sentence alone.
+`Loop`; the export therefore traces the encoder without the mask (the same
+layers, looked up by name) and then gives every encoder `LSTM` node the
+`source_lengths` input as `sequence_lens`, so a right-padded batch yields
+exactly the final states of each sentence alone.
 
 Tracing runs on the CPU so that no `CudnnRNNV3` enters the graph.
 """
