@@ -23,10 +23,9 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
-from export.step_graph import DecoderWeights, decoder_step_graph
+from export.step_graph import OPSET, DecoderWeights, decoder_step_graph
 from keras_s2s.config import ModelConfig
 
-OPSET = 17
 FORBIDDEN_OPS = {"Loop", "Scan", "If"}
 
 
