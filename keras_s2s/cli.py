@@ -11,12 +11,21 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _verbosity(verbose: int | None) -> int:
+    """Keras' progress setting: as asked, else a live bar on a terminal and one line
+    per epoch when the output goes to a file (a bar redrawn 300 times an epoch fills a
+    log with megabytes)."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
 def _train(args) -> int:
     from keras_s2s.config import load_preset
     from keras_s2s.training import train
 
     config = load_preset(args.config).override(args.set or [])
-    summary = train(config, args.run_dir, max_minutes=args.max_minutes, verbose=args.verbose)
+    summary = train(config, args.run_dir, max_minutes=args.max_minutes, verbose=_verbosity(args.verbose))
     print(
         f"trained {summary['epochs_run']} epoch(s) in {summary['seconds'] / 60:.1f} min; "
         f"best dev loss {summary['best_val_loss']:.4f}; run directory {args.run_dir}"
@@ -32,7 +41,8 @@ def _launch_local(args) -> int:
         train_args += ["--set", item]
     if args.max_minutes is not None:
         train_args += ["--max-minutes", str(args.max_minutes)]
-    train_args += ["--verbose", str(args.verbose)]
+    if args.verbose is not None:
+        train_args += ["--verbose", str(args.verbose)]
     return launch_local(train_args, workers=args.workers, host=args.host)
 
 
@@ -72,7 +82,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="change one config value, e.g. --set data.dataset=tsv --set data.path=my.tsv",
     )
     parser.add_argument("--max-minutes", type=float, default=None, help="training time budget")
-    parser.add_argument("--verbose", type=int, default=1, help="Keras progress: 0, 1 or 2")
+    parser.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), default=None,
+        help="Keras progress: 0 none, 1 bar, 2 a line per epoch (default: 1 on a terminal, else 2)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -198,6 +198,20 @@ def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):
     assert output[0] == output[6] and output[0] != ""
 
 
+def test_training_written_to_a_file_logs_one_line_per_epoch(tmp_path, capsys):
+    path = tmp_path / "copy.tsv"
+    _toy_corpus(path, 300, "copy")
+    args = ["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
+            "--set", "data.dataset=tsv", "--set", f"data.path={path}",
+            "--set", "tokenizer.target_split=char", "--set", "training.epochs=2",
+            "--set", "training.eval_sample_size=0", "--set", "decode.metric=bleu"]
+    assert main(args) == 0  # pytest's captured stdout is not a terminal
+    out = capsys.readouterr().out
+    epoch_lines = [line for line in out.splitlines() if " - loss: " in line]
+    assert len(epoch_lines) == 2
+    assert "\r" not in out and "\u2501" not in out  # no redrawn progress bar
+
+
 def test_bad_corpus_line_is_reported_by_file_and_line(tmp_path, capsys):
     path = tmp_path / "mine.tsv"
     path.write_text("cat\tK AE T\ndog D AO G\n", encoding="utf-8")
