@@ -250,7 +250,8 @@ def beam_search(
     sentences = np.arange(batch)  # original index of each live sentence
     scores = np.full((batch, beam), -np.inf, dtype=np.float32)
     scores[:, 0] = 0.0  # Only the first beam is live at the start.
-    history = np.zeros((batch, beam, 0), dtype=np.int32)
+    # The tokens of each live beam so far, one row per beam: (live * beam, longest limit).
+    history = np.zeros((batch * beam, int(max_lengths.max()) if batch else 0), dtype=np.int32)
     tokens = np.full(batch * beam, bos_id, dtype=np.int32)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     finished_count = np.zeros(batch, dtype=np.int64)
@@ -259,8 +260,14 @@ def beam_search(
     limit_divisor = (
         max_lengths.astype(np.float64) ** length_penalty if length_penalty else np.ones(batch)
     )
+    shortest_limit = int(max_lengths.min()) if batch else 0
+    any_finished = False  # whether a live sentence may have finished hypotheses
     dynamic_keys: list[str] | None = None
     length = 0
+    # The per-step work is a fixed handful of array operations on flat indices:
+    # at batch 1 the search's cost per step is its number of numpy calls, not
+    # their size. Rarely needed work (finishing hypotheses, dropping sentences,
+    # the early-stop bound) only runs on the steps that need it.
     while len(sentences):
         live_count = len(sentences)
         log_probs, updates = step(tokens, state)
@@ -272,73 +279,92 @@ def beam_search(
         # tokens of each of its beams: select per row first, then over beam x k.
         values, ids = top_per_row(log_probs, 2 * beam)
         k = values.shape[1]
-        # (sentences, beam * k)
-        candidates = (scores.reshape(-1, 1) + values).reshape(live_count, beam * k)
         width = min(2 * beam, beam * k)
+        # (sentences, beam * k), one row per sentence.
+        candidates = (scores.reshape(-1, 1) + values).reshape(live_count, beam * k)
         top = np.argsort(-candidates, axis=1, kind="stable")[:, :width]
-        sentence_index = np.arange(live_count)[:, None]
-        top_scores = candidates[sentence_index, top]
+        flat = top + np.arange(0, live_count * beam * k, beam * k)[:, None]
+        top_scores = candidates.reshape(-1)[flat]
+        words = ids.reshape(-1)[flat]
         parents = top // k
-        words = ids.reshape(live_count, beam * k)[sentence_index, top]
         is_eos = words == eos_id
-
-        # Hypotheses that end with eos among the best `beam` candidates.
-        eos_rows, eos_ranks = np.nonzero(is_eos[:, :beam])
-        for row, rank in zip(eos_rows.tolist(), eos_ranks.tolist()):
-            value = top_scores[row, rank]
-            if np.isfinite(value):
-                sentence = sentences[row]
-                found = finished[sentence]
-                found.append(
-                    Hypothesis(
-                        history[row, parents[row, rank]].tolist(),
-                        _normalise(value, length, length_penalty),
-                        float(value),
-                    )
-                )
-                finished_count[sentence] = len(found)
-                if len(found) >= n_best:
-                    nth_score[sentence] = sorted((h.score for h in found), reverse=True)[n_best - 1]
-        # The best `beam` candidates that do not end become the new beams.
-        keep = np.argsort(is_eos, axis=1, kind="stable")[:, :beam]
-        new_parents = parents[sentence_index, keep]
-        new_words = words[sentence_index, keep]
-        scores = top_scores[sentence_index, keep]
-        history = np.concatenate([history[sentence_index, new_parents], new_words[:, :, None]], axis=2)
-
-        at_limit = length >= max_lengths[sentences]
-        counts = finished_count[sentences]
-        done = at_limit | (counts >= beam)
-        undecided = ~done & (counts >= n_best)
-        if undecided.any():
-            # The best a live beam can still reach: its score cannot rise, and
-            # the longest length divides it most.
-            bound = scores.max(axis=1).astype(np.float64) / limit_divisor[sentences]
-            done |= undecided & (bound <= nth_score[sentences])
-        for row in np.flatnonzero(at_limit).tolist():
-            found = finished[sentences[row]]
-            for b in range(beam):
-                if np.isfinite(scores[row, b]):
+        if is_eos[:, :beam].any():
+            # Hypotheses that end with eos among the best `beam` candidates.
+            eos_rows, eos_ranks = np.nonzero(is_eos[:, :beam])
+            for row, rank in zip(eos_rows.tolist(), eos_ranks.tolist()):
+                value = top_scores[row, rank]
+                if np.isfinite(value):
+                    sentence = sentences[row]
+                    found = finished[sentence]
                     found.append(
                         Hypothesis(
-                            history[row, b].tolist(),
-                            _normalise(scores[row, b], length, length_penalty),
-                            float(scores[row, b]),
-                            finished=False,
+                            history[row * beam + parents[row, rank], : length - 1].tolist(),
+                            _normalise(value, length, length_penalty),
+                            float(value),
                         )
                     )
+                    finished_count[sentence] = len(found)
+                    any_finished = True
+                    if len(found) >= n_best:
+                        nth_score[sentence] = sorted((h.score for h in found), reverse=True)[n_best - 1]
+            # The best `beam` candidates that do not end become the new beams.
+            keep = np.argsort(is_eos, axis=1, kind="stable")[:, :beam]
+            keep_flat = (keep + np.arange(0, live_count * width, width)[:, None]).reshape(-1)
+            new_parents = parents.reshape(-1)[keep_flat].reshape(live_count, beam)
+            new_words = words.reshape(-1)[keep_flat]
+            scores = top_scores.reshape(-1)[keep_flat].reshape(live_count, beam)
+        else:
+            new_parents = parents[:, :beam]
+            new_words = words[:, :beam].reshape(-1)
+            scores = top_scores[:, :beam]
 
-        # Dynamic entries follow their parent beam; done sentences leave.
-        if done.any():
+        done = None
+        if length >= shortest_limit:
+            at_limit = length >= max_lengths[sentences]
+            done = at_limit.copy()
+            for row in np.flatnonzero(at_limit).tolist():
+                found = finished[sentences[row]]
+                for b in range(beam):
+                    if np.isfinite(scores[row, b]):
+                        parent = row * beam + new_parents[row, b]
+                        found.append(
+                            Hypothesis(
+                                history[parent, : length - 1].tolist() + [int(new_words[row * beam + b])],
+                                _normalise(scores[row, b], length, length_penalty),
+                                float(scores[row, b]),
+                                finished=False,
+                            )
+                        )
+        if any_finished:
+            counts = finished_count[sentences]
+            finished_now = counts >= beam
+            done = finished_now if done is None else done | finished_now
+            undecided = ~done & (counts >= n_best)
+            if undecided.any():
+                # The best a live beam can still reach: its score cannot rise, and
+                # the longest length divides it most.
+                bound = scores.max(axis=1).astype(np.float64) / limit_divisor[sentences]
+                done |= undecided & (bound <= nth_score[sentences])
+
+        # Dynamic entries and the history follow their parent beam; done sentences leave.
+        if done is not None and done.any():
             static_keys = [key for key in state if key not in dynamic_keys]
             order = _drop_sentences(state, static_keys, done, beam, batch_axes, owned)
-            sentences, scores, history = sentences[order], scores[order], history[order]
-            new_parents, new_words = new_parents[order], new_words[order]
+            sentences, scores = sentences[order], scores[order]
+            new_parents = new_parents[order]
+            new_words = new_words.reshape(live_count, beam)[order].reshape(-1)
+            any_finished = bool(finished_count[sentences].any())
+            if len(sentences):
+                shortest_limit = int(max_lengths[sentences].min())
         else:
-            order = np.arange(live_count)
-        parent_rows = (order[:, None] * beam + new_parents).reshape(-1)
+            order = None
+        starts = (order if order is not None else np.arange(live_count)) * beam
+        parent_rows = (new_parents + starts[:, None]).reshape(-1)
         _take(state, dynamic_keys, parent_rows, batch_axes)
-        tokens = new_words.reshape(-1)
+        history = history[parent_rows]
+        if length <= history.shape[1]:
+            history[:, length - 1] = new_words
+        tokens = new_words
 
     results = []
     for found in finished:

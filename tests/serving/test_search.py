@@ -109,6 +109,41 @@ def test_outputs_respect_max_length():
             assert len(found[0].token_ids) <= limit
 
 
+def _replay(model, state, row, tokens):
+    """The summed log-probability of `tokens` for sentence `row`, one step at a time."""
+    states = state["states"][:, row : row + 1]
+    memory = state["memory"][row : row + 1]
+    total, previous = 0.0, BOS
+    for token in tokens:
+        log_probs, updates = model.step(np.array([previous], np.int32), {"states": states, "memory": memory})
+        total += float(log_probs[0, token])
+        states, previous = updates["states"], token
+    return total
+
+
+@pytest.mark.parametrize("beam_size", [2, 4])
+def test_every_hypothesis_scores_what_its_tokens_score(beam_size):
+    # Each hypothesis's tokens, replayed through the model, give its log-probability:
+    # the history follows the right parents, also when sentences leave mid-search and
+    # for hypotheses cut at the length limit (which end with the limit's last token).
+    model = ToyModel(5)
+    lengths = np.array([2, 9, 4, 6, 3])
+    state = model.initial_state(len(lengths), 3)
+    results = beam_search(model.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths,
+                          beam_size=beam_size, n_best=beam_size)
+    cut = 0
+    for row, (found, limit) in enumerate(zip(results, lengths)):
+        assert found
+        for hypothesis in found:
+            tokens = hypothesis.token_ids + ([EOS] if hypothesis.finished else [])
+            assert len(tokens) <= limit
+            if not hypothesis.finished:
+                assert len(tokens) == limit
+                cut += 1
+            assert _replay(model, state, row, tokens) == pytest.approx(hypothesis.log_prob, abs=1e-4)
+    assert cut  # the limits are short enough that some hypotheses are cut
+
+
 def test_wider_beam_never_scores_worse_on_this_model():
     model = ToyModel(7)
     lengths = [10] * 8
