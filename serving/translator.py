@@ -155,7 +155,6 @@ class DecoderStepSession:
             raise BundleError(f"{path}: unexpected decoder inputs {self.input_names} / outputs {self.output_names}")
         self.has_top_k = "top_k" in self.input_names and "top_ids" in self.output_names
         self._state_inputs = [name for name in self.input_names if name not in ("token_ids", "top_k")]
-        self._top_k_arrays: dict[int, np.ndarray] = {}
 
     def __call__(self, token_ids: np.ndarray, state: dict, top_k: int | None = None):
         """One step. With `top_k` (and a graph that has the `top_k` input), returns the
@@ -163,10 +162,7 @@ class DecoderStepSession:
         feeds = {name: state[name] for name in self._state_inputs}
         feeds["token_ids"] = token_ids.astype(np.int32, copy=False)
         if self.has_top_k:
-            k = top_k or 1
-            if k not in self._top_k_arrays:
-                self._top_k_arrays[k] = np.array([k], np.int64)
-            feeds["top_k"] = self._top_k_arrays[k]
+            feeds["top_k"] = np.array([top_k or 1], np.int64)
             if top_k:
                 values, ids, next_states = self.session.run(["top_log_probs", "top_ids", "next_states"], feeds)
                 return (values, ids), {"states": next_states}
