@@ -9,8 +9,11 @@ mixed precision, the preset's loss, SGD and global clipping. Words per second co
 and target tokens. Needs keras, torch and numpy only (no TensorFlow).
 
 Variants, timed one after the other in the same process:
-- `keras_s2s`: the model as `s2s train` builds it (the masked encoder runs as packed
-  sequences in the fused LSTM, `keras_s2s.models.lstm`);
+- `keras_s2s`: the model as `s2s train` builds it (the masked encoder runs in the fused
+  LSTM with its cell state frozen on padding, `keras_s2s.models.lstm`: no host-device
+  synchronisation);
+- `keras_s2s, packed encoder`: the same with the masked encoder run as packed sequences
+  (its lengths on the host: a synchronisation per layer);
 - `keras_s2s, no source mask`: the same with the encoder LSTMs ignoring the source mask
   (every row here is full length, so the results are the same; the cost of packing);
 - `keras_s2s, float32_logits false`: the vocabulary projection in the compute dtype instead
@@ -40,10 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
 
-VARIANTS = ("keras_s2s", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
+VARIANTS = ("keras_s2s", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
             "torch_reference_per_layer")
 LABELS = {
     "keras_s2s": "keras_s2s",
+    "packed_source": "keras_s2s, packed encoder",
     "no_source_mask": "keras_s2s, no source mask",
     "bf16_logits": "keras_s2s, float32_logits false",
     "stock_keras_lstm": "stock Keras LSTM",
@@ -70,7 +74,7 @@ class PathCounter:
     """Counts LSTM layer calls by the path they took (fused packed, cuDNN, torch loop, Keras loop)."""
 
     def __init__(self):
-        self.counts = {"packed": 0, "cudnn": 0, "torch loop": 0, "keras loop": 0}
+        self.counts = {"packed": 0, "frozen": 0, "cudnn": 0, "torch loop": 0, "keras loop": 0}
         self._patches = []
 
     def _wrap(self, module, name, key):
@@ -80,8 +84,8 @@ class PathCounter:
 
         def counted(*args, **kwargs):
             result = original(*args, **kwargs)
-            # The packed path may decline (returns None) and leave the layer to Keras.
-            if result is not None or key != "packed":
+            # The fused paths may decline (return None) and leave the layer to Keras.
+            if result is not None or key not in ("packed", "frozen"):
                 self.counts[key] += 1
             return result
 
@@ -100,6 +104,7 @@ class PathCounter:
         torch_rnn = sys.modules["keras.src.backend.torch.rnn"]
 
         self._wrap(_torch_lstm, "packed_lstm", "packed")
+        self._wrap(_torch_lstm, "frozen_lstm", "frozen")
         self._wrap(torch_rnn, "_cudnn_lstm", "cudnn")
         self._wrap(torch_rnn, "_fallback_lstm", "torch loop")
         self._wrap(backend, "rnn", "keras loop")
@@ -216,10 +221,13 @@ def time_keras(variant, shape, args):
     from keras_s2s.config import ModelConfig
     from keras_s2s.losses import SequenceCrossEntropy
     from keras_s2s.models import build_seq2seq
+    from keras_s2s.models import _torch_lstm
     from keras_s2s.models.lstm import LSTM
 
     keras.mixed_precision.set_global_policy("float32" if args.precision == "float32" else f"mixed_{args.precision}")
-    original_loop = LSTM.inner_loop
+    original_loop, original_method = LSTM.inner_loop, _torch_lstm.METHOD
+    if variant == "packed_source":
+        _torch_lstm.METHOD = "packed"
     if variant == "stock_keras_lstm":
         LSTM.inner_loop = keras.layers.LSTM.inner_loop
     if variant == "no_source_mask":
@@ -247,7 +255,7 @@ def time_keras(variant, shape, args):
             _profile(lambda: model.train_on_batch(x, target, sample_weight=weights), args.profile, variant)
         loss = float(model.train_on_batch(x, target, sample_weight=weights))
     finally:
-        LSTM.inner_loop = original_loop
+        LSTM.inner_loop, _torch_lstm.METHOD = original_loop, original_method
     del model
     return step, times, paths, loss
 

@@ -57,6 +57,7 @@ def _evaluate(args) -> int:
         samples=args.samples,
         checkpoint=args.checkpoint,
         length_penalty=args.length_penalty,
+        ensemble=args.ensemble or (),
     )
     return 0
 
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
                           help="best dev loss (default), the last epoch, or the average of the last "
                                "epochs (training.average_last_epochs)")
+    evaluate.add_argument("--ensemble", nargs="+", metavar="RUN_DIR",
+                          help="more run directories (same tokenizers and split) to decode with "
+                               "RUN_DIR as one model: the mean of their log-probabilities")
     evaluate.set_defaults(handler=_evaluate)
 
     translate = commands.add_parser(

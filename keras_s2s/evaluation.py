@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import pathlib
 import sys
 from typing import Sequence
 
@@ -191,6 +192,7 @@ class KerasTranslator:
         self._encode = encode
         self._step = decoder_step_function(self.decoder_step, config.model)
         self._attention = config.model.attention == "luong"
+        self.batch_axes = {"states": 1}
 
     def encode_batch(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
         outputs = self._encode(source_ids)
@@ -243,6 +245,7 @@ class KerasTranslator:
             beam_size=beam_size,
             n_best=n_best,
             length_penalty=length_penalty,
+            batch_axes=self.batch_axes,
         )
         if bar:
             bar.close()
@@ -255,6 +258,32 @@ class KerasTranslator:
         return [
             self.target_tokenizer.decode(found[0].token_ids) if found else "" for found in results
         ]
+
+
+class KerasEnsembleTranslator(KerasTranslator):
+    """Decodes with several trained runs as one model (`serving.search.Ensemble`).
+
+    The members must share their tokenizers and source reversal; their model
+    shapes may differ. Decode settings come from the first member.
+
+    Args:
+        members: `KerasTranslator`s, one per run.
+    """
+
+    def __init__(self, members: Sequence[KerasTranslator]):
+        from serving.search import Ensemble
+
+        first = members[0]
+        for index, member in enumerate(members[1:], start=1):
+            if member.config.model.reverse_source != first.config.model.reverse_source:
+                raise ValueError(f"ensemble member {index}: model.reverse_source differs from member 0's")
+        self.members = list(members)
+        self.config = first.config
+        self.source_tokenizer, self.target_tokenizer = first.source_tokenizer, first.target_tokenizer
+        self._ensemble = Ensemble([m.encode_batch for m in members], [m.step for m in members],
+                                  [m.batch_axes for m in members])
+        self.encode_batch, self.step = self._ensemble.encode, self._ensemble.step
+        self.batch_axes = self._ensemble.batch_axes
 
 
 def load_run(run_dir: str, checkpoint: str = "best"):
@@ -279,10 +308,22 @@ def load_run(run_dir: str, checkpoint: str = "best"):
     return config, model, source_tokenizer, target_tokenizer
 
 
-def make_translator(run_dir: str, checkpoint: str = "best") -> KerasTranslator:
-    """A `KerasTranslator` for a run directory's best (or last) weights."""
-    config, model, source_tokenizer, target_tokenizer = load_run(run_dir, checkpoint=checkpoint)
-    return KerasTranslator(model, config, source_tokenizer, target_tokenizer)
+def make_translator(run_dir: str, checkpoint: str = "best", ensemble: Sequence[str] = ()) -> KerasTranslator:
+    """A `KerasTranslator` for a run directory's best (or last) weights; with
+    `ensemble` run directories, a `KerasEnsembleTranslator` of all of them."""
+    from keras_s2s.data.tokenizers import tokenizer_files
+
+    translators, files = [], []
+    for directory in [run_dir, *ensemble]:
+        config, model, source_tokenizer, target_tokenizer = load_run(directory, checkpoint=checkpoint)
+        translators.append(KerasTranslator(model, config, source_tokenizer, target_tokenizer))
+        paths = tokenizer_files(directory, config.tokenizer)
+        contents = [pathlib.Path(path).read_bytes() for path in paths]
+        if files and contents != files[0][1]:
+            raise ValueError(f"{directory}: its tokenizers ({', '.join(paths)}) differ from {run_dir}'s; "
+                             "ensemble members must share their vocabularies")
+        files.append((paths, contents))
+    return translators[0] if len(translators) == 1 else KerasEnsembleTranslator(translators)
 
 
 def evaluate(
@@ -294,6 +335,7 @@ def evaluate(
     out=None,
     checkpoint: str = "best",
     length_penalty: float | None = None,
+    ensemble: Sequence[str] = (),
 ) -> dict:
     """Decodes a split of a run, writes hypotheses and scores, prints a summary.
 
@@ -301,11 +343,14 @@ def evaluate(
     order) and `eval/{split}.beam{K}.json` (scores); with another checkpoint
     than `best` the stem is `{split}.{checkpoint}.beam{K}`, and a `length_penalty`
     other than the run's adds `.lp{value}` (tune it on `dev`, then use it on `test`).
+    With `ensemble` run directories (same tokenizers, same data split), decodes with
+    all the runs as one model and adds `.ensemble{N}` to the stem; the scores list
+    the members.
     """
     from keras_s2s.data.readers import read_tsv
 
     out = out or sys.stdout
-    translator = make_translator(run_dir, checkpoint=checkpoint)
+    translator = make_translator(run_dir, checkpoint=checkpoint, ensemble=ensemble)
     config = translator.config
     beam_size = beam_size or config.decode.beam_size
     if length_penalty is None:
@@ -320,9 +365,13 @@ def evaluate(
     values = score_outputs(kind, pairs, hypotheses)
     values.update({"split": split, "beam_size": beam_size, "length_penalty": length_penalty, "metric": kind,
                    "checkpoint": checkpoint})
+    if ensemble:
+        values["ensemble"] = [os.path.abspath(d) for d in (run_dir, *ensemble)]
     directory = os.path.join(run_dir, "eval")
     os.makedirs(directory, exist_ok=True)
     stem = os.path.join(directory, f"{split}{'' if checkpoint == 'best' else '.' + checkpoint}.beam{beam_size}")
+    if ensemble:
+        stem += f".ensemble{1 + len(ensemble)}"
     if length_penalty != config.decode.length_penalty:
         stem += f".lp{length_penalty:g}"
     with open(stem + ".hyp.tmp", "w", encoding="utf-8") as handle:

@@ -1,16 +1,41 @@
-"""The torch half of `keras_s2s.models.lstm.LSTM`: one fused LSTM call over a packed batch.
+"""The torch half of `keras_s2s.models.lstm.LSTM`: one fused LSTM call for a masked batch.
+
+Two ways to run a right-padded masked batch in one fused call, with the results of
+Keras' per-step loop:
+- `packed_lstm` packs the batch (`torch.nn.utils.rnn`): no work on padding, but the
+  lengths must be on the host, a host-device synchronisation per call on a GPU;
+- `frozen_lstm` runs the padded batch as it is and freezes the cell state on padded
+  steps (see there): no synchronisation, the padding's share of extra work.
+`masked_lstm` takes `frozen_lstm` on a GPU and `packed_lstm` elsewhere (`METHOD`).
 
 Imported only under `KERAS_BACKEND=torch`.
 """
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 # How often `packed_lstm` ran fused and how often it left the layer to Keras (the tests read it).
-CALLS = {"packed": 0, "declined": 0}
+CALLS = {"packed": 0, "frozen": 0, "declined": 0}
+
+# "auto": `frozen_lstm` for CUDA tensors, `packed_lstm` otherwise; or "packed", "frozen".
+METHOD = "auto"
+
+# Added on padded steps to the input gate's pre-activation (minus) and the forget gate's (plus).
+_FREEZE = 1e4
+
+
+def masked_lstm(inputs, initial_h, initial_c, mask, **weights_and_options):
+    """Runs a masked LSTM layer fused, by `METHOD`; `None` where the caller must take Keras' loop."""
+    method = METHOD
+    if method == "auto":
+        method = "frozen" if torch.as_tensor(inputs).is_cuda else "packed"
+    run = frozen_lstm if method == "frozen" else packed_lstm
+    return run(inputs, initial_h, initial_c, mask, **weights_and_options)
 
 
 def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
@@ -81,3 +106,75 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     else:
         outputs = h_n.unsqueeze(1)
     return h_n, outputs, [h_n, c_n]
+
+
+@functools.lru_cache(maxsize=None)
+def _freeze_row(units: int, dtype, device) -> torch.Tensor:
+    """`(1, 4 * units)`: the input-weight row of the padding indicator, gates i, f, c, o."""
+    row = torch.zeros(1, 4 * units, dtype=dtype, device=device)
+    row[0, :units] = -_FREEZE
+    row[0, units : 2 * units] = _FREEZE
+    return row
+
+
+def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
+                zero_output_for_mask=False):
+    """Runs one LSTM layer over a right-padded masked batch without packing it.
+
+    The batch runs padded through one fused call with one more input feature, 1 on
+    padded steps, whose weights push the input gate's pre-activation down and the
+    forget gate's up by 1e4: the sigmoids give exactly 0 and 1 there, so from a
+    row's last real step on its cell state passes through unchanged (`c = 1 * c +
+    0 * g`) and the final cell state is the last real step's. Its hidden state is
+    read from the outputs at `length - 1`. The saturated gates pass no gradient, and
+    the outputs on padding are replaced, so the gradients equal Keras' loop's too.
+    Nothing waits for the GPU: on CUDA a mask that is not right-padded fails a
+    device-side assertion instead of being checked on the host.
+
+    Arguments and result as `packed_lstm`'s; rows of length 0 keep their initial
+    state and output zeros, as in Keras' loop. Returns `None` (Keras' loop) for a
+    mask that is not right-padded on a CPU.
+    """
+    kernel = keras.ops.convert_to_tensor(kernel)
+    dtype = kernel.dtype
+    inputs = torch.as_tensor(inputs).to(dtype)
+    mask = torch.as_tensor(mask).to(torch.bool)
+    batch, time = mask.shape
+    lengths = mask.sum(dim=1)
+    right_padded = (mask == (torch.arange(time, device=mask.device)[None, :] < lengths[:, None])).all()
+    if mask.is_cuda:
+        torch._assert_async(right_padded)
+    elif not bool(right_padded):
+        CALLS["declined"] += 1
+        return None
+    recurrent_kernel = keras.ops.convert_to_tensor(recurrent_kernel).to(dtype)
+    units = recurrent_kernel.shape[0]
+    weight_ih = torch.cat([kernel, _freeze_row(units, dtype, kernel.device)]).t().contiguous()
+    weight_hh = recurrent_kernel.t().contiguous()
+    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype).contiguous()
+    initial_h = torch.as_tensor(initial_h).to(dtype)
+    initial_c = torch.as_tensor(initial_c).to(dtype)
+    data = torch.cat([inputs, (~mask).to(dtype).unsqueeze(-1)], dim=-1)
+    outputs, _, c_n = torch._VF.lstm(
+        data,
+        (initial_h.unsqueeze(0), initial_c.unsqueeze(0)),
+        [weight_ih, weight_hh, bias_ih, torch.zeros_like(bias_ih)],
+        True,  # has_biases
+        1,  # num_layers
+        0.0,  # dropout
+        torch.is_grad_enabled(),  # train
+        False,  # bidirectional
+        True,  # batch_first
+    )
+    CALLS["frozen"] += 1
+    empty = (lengths == 0)[:, None]
+    last_real = outputs[torch.arange(batch, device=outputs.device), (lengths - 1).clamp(min=0)]
+    h_n = torch.where(empty, initial_h, last_real)
+    # Keras' loop outputs zeros until a row's first real step.
+    last_output = torch.where(empty, torch.zeros_like(last_real), last_real)
+    if return_sequences:
+        fill = torch.zeros_like(last_output) if zero_output_for_mask else last_output
+        outputs = torch.where(mask[:, :, None], outputs, fill[:, None, :])
+    else:
+        outputs = last_output.unsqueeze(1)
+    return last_output, outputs, [h_n, c_n[0]]

@@ -5,11 +5,12 @@ The encoder masks source padding (`Embedding(mask_zero=True)`), so its final
 right-padded mask to cuDNN as sequence lengths. Keras' torch backend has no such
 path: any mask sends the layer to the generic per-time-step loop, dozens of
 small kernels per step and layer. `LSTM` fills that gap: under the torch backend
-a right-padded mask becomes a packed sequence (`torch.nn.utils.rnn`) and the
-layer runs in one fused call (cuDNN on a GPU, ATen's LSTM on a CPU), with the
-same outputs as Keras' loop: real steps' outputs, on padding the last real
-step's output (or zeros with `zero_output_for_mask`), and the final states of each
-sentence's last real token.
+a right-padded masked batch runs in one fused call (cuDNN on a GPU, ATen's LSTM on
+a CPU), with the same outputs as Keras' loop: real steps' outputs, on padding the
+last real step's output (or zeros with `zero_output_for_mask`), and the final
+states of each sentence's last real token. On a GPU the padded batch runs as it
+is, with the cell state frozen on padding (no host-device synchronisation); on a
+CPU it runs packed (`torch.nn.utils.rnn`); see `keras_s2s.models._torch_lstm`.
 
 Everything else (another backend, no mask, a mask with holes, `go_backwards`,
 dropout inside the cell, `unroll`) is `keras.layers.LSTM` unchanged, and the
@@ -48,7 +49,7 @@ class LSTM(keras.layers.LSTM):
         ):
             from keras_s2s.models import _torch_lstm
 
-            out = _torch_lstm.packed_lstm(
+            out = _torch_lstm.masked_lstm(
                 sequences,
                 initial_state[0],
                 initial_state[1],

@@ -1,4 +1,4 @@
-"""keras_s2s.models.lstm.LSTM under the torch backend: the packed fused path equals Keras' loop."""
+"""keras_s2s.models.lstm.LSTM under the torch backend: both fused paths (packed, frozen) equal Keras' loop."""
 
 import os
 import subprocess
@@ -48,21 +48,26 @@ def right_padded(lengths, time):
     return np.arange(time)[None, :] < np.array(lengths)[:, None]
 
 
-before = dict(_torch_lstm.CALLS)
-compare(right_padded([7, 3, 1, 5, 7, 2], 7))
-compare(right_padded([4, 2, 4], 4), zero_output_for_mask=True)
-assert _torch_lstm.CALLS['packed'] == before['packed'] + 2, _torch_lstm.CALLS
-holes = right_padded([5, 5], 5)
-holes[1, 2] = False
-compare(holes)  # not right-padded: Keras' own loop, same results
-empty = right_padded([3, 0], 3)
-compare(empty)  # an empty row: Keras' own loop
-assert _torch_lstm.CALLS['declined'] == before['declined'] + 2, _torch_lstm.CALLS
+for method in ("packed", "frozen"):
+    _torch_lstm.METHOD = method
+    before = dict(_torch_lstm.CALLS)
+    compare(right_padded([7, 3, 1, 5, 7, 2], 7))
+    compare(right_padded([4, 2, 4], 4), zero_output_for_mask=True)
+    assert _torch_lstm.CALLS[method] == before[method] + 2, _torch_lstm.CALLS
+    holes = right_padded([5, 5], 5)
+    holes[1, 2] = False
+    compare(holes)  # not right-padded: Keras' own loop, same results
+    empty = right_padded([3, 0, 2], 3)
+    compare(empty)  # an empty row: Keras' own loop (packed) or its initial state kept (frozen)
+    compare(empty, zero_output_for_mask=True)
+    declined = {"packed": 3, "frozen": 1}[method]
+    assert _torch_lstm.CALLS['declined'] == before['declined'] + declined, (method, _torch_lstm.CALLS)
 
 # The whole model: logits and gradients with the fused encoder equal Keras' loop.
 config = ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, attention='luong', dropout=0.0,
                      source_vocabulary_size=20, target_vocabulary_size=20)
 model = build_seq2seq(config)
+fused_loop = LSTM.inner_loop
 source = rng.integers(4, 20, (5, 9)).astype('int32')
 for row, length in enumerate([9, 4, 1, 6, 9]):
     source[row, length:] = 0
@@ -77,14 +82,16 @@ def logits_and_grads():
     return [logits.detach().numpy()] + [v.value.grad.numpy() for v in model.trainable_variables]
 
 
-calls = _torch_lstm.CALLS['packed']
-fused = logits_and_grads()
-assert _torch_lstm.CALLS['packed'] == calls + config.num_layers, _torch_lstm.CALLS
 LSTM.inner_loop = keras.layers.LSTM.inner_loop
 loop = logits_and_grads()
-assert _torch_lstm.CALLS['packed'] == calls + config.num_layers
-for a, b in zip(fused, loop):
-    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+LSTM.inner_loop = fused_loop
+for method in ("packed", "frozen"):
+    _torch_lstm.METHOD = method
+    calls = _torch_lstm.CALLS[method]
+    fused = logits_and_grads()
+    assert _torch_lstm.CALLS[method] == calls + config.num_layers, _torch_lstm.CALLS
+    for a, b in zip(fused, loop):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 print('ok')
 """
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from serving.search import beam_search, greedy_search, max_output_lengths, search
+from serving.search import Ensemble, beam_search, greedy_search, max_output_lengths, search
 
 BOS, EOS, VOCAB = 2, 3, 12
 
@@ -218,3 +218,66 @@ def test_sentences_leaving_keep_each_static_entry_with_its_sentence(beam_size):
         expected = search(model.step, alone, bos_id=BOS, eos_id=EOS, max_lengths=lengths[i : i + 1],
                           beam_size=beam_size)
         assert results[i][0].token_ids == expected[0][0].token_ids
+
+
+def _ensemble_of(models, batch, seeds):
+    ensemble = Ensemble(
+        [lambda ids, lengths, m=m, s=s: m.initial_state(batch, s) for m, s in zip(models, seeds)],
+        [m.step for m in models],
+        [{"states": 1}] * len(models),
+    )
+    return ensemble, ensemble.encode(None, None)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_an_ensemble_of_one_model_is_that_model(beam_size):
+    model = ToyModel(2)
+    lengths = max_output_lengths([3, 5, 8, 1], 1.5, 4)
+    alone = search(model.step, model.initial_state(4, 4), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
+                   beam_size=beam_size, n_best=beam_size)
+    ensemble, state = _ensemble_of([model], 4, [4])
+    together = search(ensemble.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size,
+                      n_best=beam_size, batch_axes=ensemble.batch_axes)
+    assert _tokens(together) == _tokens(alone)
+    for a, b in zip(alone, together):
+        assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-5)
+
+
+@pytest.mark.parametrize("beam_size", [2, 4])
+def test_ensemble_hypotheses_score_the_mean_of_their_members(beam_size):
+    # Each member keeps its own state, re-indexed by the search: replaying every
+    # hypothesis through each member alone gives the ensemble's score as their mean.
+    models, seeds = [ToyModel(5), ToyModel(11), ToyModel(13)], [3, 6, 9]
+    lengths = np.array([2, 9, 4, 6, 3])
+    ensemble, state = _ensemble_of(models, len(lengths), seeds)
+    assert set(state) == {f"{i}/{key}" for i in range(3) for key in ("states", "memory")}
+    results = beam_search(ensemble.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths,
+                          beam_size=beam_size, n_best=beam_size, batch_axes=ensemble.batch_axes)
+    singles = [beam_search(m.step, m.initial_state(len(lengths), s), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
+                           beam_size=beam_size) for m, s in zip(models, seeds)]
+    for row, found in enumerate(results):
+        assert found
+        for hypothesis in found:
+            tokens = hypothesis.token_ids + ([EOS] if hypothesis.finished else [])
+            replayed = [_replay(m, m.initial_state(len(lengths), s), row, tokens) for m, s in zip(models, seeds)]
+            assert np.mean(replayed) == pytest.approx(hypothesis.log_prob, abs=1e-4)
+    # The members disagree, so the ensemble is not simply one of them.
+    assert any(_tokens([r[:1] for r in results]) != _tokens(single) for single in singles)
+
+
+def test_an_ensemble_refuses_members_with_different_vocabularies_or_top_k_steps():
+    small = ToyModel(1)
+
+    def wider(tokens, state):
+        log_probs, updates = small.step(tokens, state)
+        return np.concatenate([log_probs, np.full((len(tokens), 3), -1e9, np.float32)], axis=1), updates
+
+    ensemble, state = _ensemble_of([small, small], 2, [1, 2])
+    ensemble.steps[1] = wider
+    with pytest.raises(ValueError, match="member 1: log-probabilities of shape"):
+        ensemble.step(np.full(2, BOS, np.int32), state)
+    ensemble.steps[1] = lambda tokens, state: ((np.zeros((2, 4)), np.zeros((2, 4), np.int32)), {})
+    with pytest.raises(ValueError, match="member 1: its step returned a top-k selection"):
+        ensemble.step(np.full(2, BOS, np.int32), state)
+    with pytest.raises(ValueError, match="one encoder per step function"):
+        Ensemble([], [small.step])
