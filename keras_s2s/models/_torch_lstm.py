@@ -109,12 +109,13 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
 
 
 @functools.lru_cache(maxsize=None)
-def _freeze_row(units: int, dtype, device) -> torch.Tensor:
-    """`(1, 4 * units)`: the input-weight row of the padding indicator, gates i, f, c, o."""
-    row = torch.zeros(1, 4 * units, dtype=dtype, device=device)
-    row[0, :units] = -_FREEZE
-    row[0, units : 2 * units] = _FREEZE
-    return row
+def _freeze_rows(count: int, units: int, dtype, device) -> torch.Tensor:
+    """`(count, 4 * units)`: input-weight rows of the padding indicator (the first; gates
+    i, f, c, o) and of the zero features after it."""
+    rows = torch.zeros(count, 4 * units, dtype=dtype, device=device)
+    rows[0, :units] = -_FREEZE
+    rows[0, units : 2 * units] = _FREEZE
+    return rows
 
 
 def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
@@ -149,12 +150,15 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
         return None
     recurrent_kernel = keras.ops.convert_to_tensor(recurrent_kernel).to(dtype)
     units = recurrent_kernel.shape[0]
-    weight_ih = torch.cat([kernel, _freeze_row(units, dtype, kernel.device)]).t().contiguous()
+    # The indicator and zeros up to a multiple of 8 features (tensor cores' alignment).
+    extra = 8 - kernel.shape[0] % 8
+    weight_ih = torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)]).t().contiguous()
     weight_hh = recurrent_kernel.t().contiguous()
     bias_ih = keras.ops.convert_to_tensor(bias).to(dtype).contiguous()
     initial_h = torch.as_tensor(initial_h).to(dtype)
     initial_c = torch.as_tensor(initial_c).to(dtype)
-    data = torch.cat([inputs, (~mask).to(dtype).unsqueeze(-1)], dim=-1)
+    indicator = torch.nn.functional.pad((~mask).to(dtype).unsqueeze(-1), (0, extra - 1))
+    data = torch.cat([inputs, indicator], dim=-1)
     outputs, _, c_n = torch._VF.lstm(
         data,
         (initial_h.unsqueeze(0), initial_c.unsqueeze(0)),
