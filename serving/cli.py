@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="JSON lines with scores")
     parser.add_argument("--providers", choices=("cpu", "cuda"), default="cpu",
                         help="cuda needs onnxruntime-gpu (installed instead of onnxruntime)")
+    parser.add_argument("--ensemble", nargs="+", metavar="BUNDLE", default=[],
+                        help="more bundles with the same tokenizers, decoded with BUNDLE as one model "
+                             "(the mean of their log-probabilities)")
     return parser
 
 
@@ -111,13 +114,14 @@ def _count_lines(path: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from serving.translator import BundleError, Translator
+    from serving.translator import BundleError, EnsembleTranslator, Translator
 
     try:
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.providers == "cuda"
                      else ["CPUExecutionProvider"])
-        translator = Translator.from_bundle(args.bundle, providers=providers, num_threads=args.threads,
-                                            int8=args.int8)
+        members = [Translator.from_bundle(bundle, providers=providers, num_threads=args.threads, int8=args.int8)
+                   for bundle in [args.bundle, *args.ensemble]]
+        translator = members[0] if len(members) == 1 else EnsembleTranslator(members)
     except BundleError as error:
         print(f"s2s-translate: error: {error}", file=sys.stderr)
         return 2

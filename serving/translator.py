@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from serving.search import decode_in_batches
+from serving.search import Ensemble, decode_in_batches
 from serving.tokenizers import load_vocabulary
 
 FORMAT_VERSION = 1
@@ -234,12 +234,9 @@ class Translator:
                 if len(source) > self.max_source_length:
                     warnings.warn(TruncationWarning(index, len(source), self.max_source_length))
                     sources[index] = source[: self.max_source_length]
-        step = self.decoder_step
-        if self.decoder_step.has_top_k:
-            # The search needs the 2 x beam best tokens of each row; TopK in the graph finds them.
-            step = functools.partial(self.decoder_step, top_k=2 * beam_size)
+        encode, step, batch_axes = self._search_functions(beam_size)
         return decode_in_batches(
-            self._encode,
+            encode,
             step,
             sources,
             reverse=self.reverse_source,
@@ -252,7 +249,16 @@ class Translator:
             beam_size=beam_size,
             n_best=n_best,
             length_penalty=length_penalty,
+            batch_axes=batch_axes,
         )
+
+    def _search_functions(self, beam_size: int):
+        """`(encode, step, batch_axes)` for the search."""
+        step = self.decoder_step
+        if self.decoder_step.has_top_k:
+            # The search needs the 2 x beam best tokens of each row; TopK in the graph finds them.
+            step = functools.partial(self.decoder_step, top_k=2 * beam_size)
+        return self._encode, step, {"states": 1}
 
     def _encode(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
         state = self.encoder(source_ids, source_lengths)
@@ -276,3 +282,41 @@ class Translator:
                 ]
             )
         return output
+
+
+class EnsembleTranslator(Translator):
+    """Several bundles with the same tokenizers, translating as one model.
+
+    Each step's log-probabilities are the mean of the members' (`serving.search.Ensemble`);
+    the members' graphs may differ in shape and precision. Special ids, source
+    reversal, length limits and decode settings come from the first member.
+
+    Args:
+        members: `Translator`s.
+
+    Example:
+    >>> EnsembleTranslator([Translator.from_bundle(a), Translator.from_bundle(b)])  # doctest: +SKIP
+    """
+
+    def __init__(self, members: Sequence[Translator]):
+        if not members:
+            raise ValueError("an ensemble needs at least one bundle")
+        first = members[0]
+        for member in members[1:]:
+            for side in ("source", "target"):
+                name, other = first.manifest["tokenizers"][side], member.manifest["tokenizers"][side]
+                if first.manifest["files"][name]["sha256"] != member.manifest["files"][other]["sha256"]:
+                    raise BundleError(f"{os.path.join(member.bundle_dir, other)}: the {side} tokenizer differs from "
+                                      f"{os.path.join(first.bundle_dir, name)}'s; ensemble members must share it")
+            if (member.reverse_source, member.special_ids) != (first.reverse_source, first.special_ids):
+                raise BundleError(f"{member.bundle_dir}: source reversal or special ids differ from {first.bundle_dir}'s")
+        self.members = list(members)
+        for name in ("bundle_dir", "manifest", "special_ids", "reverse_source", "decode", "max_source_length",
+                     "source_vocabulary", "target_vocabulary"):
+            setattr(self, name, getattr(first, name))
+
+    def _search_functions(self, beam_size: int):
+        # Full log-probabilities from every member: a top-k per member would not hold the mean's top-k.
+        ensemble = Ensemble([m._encode for m in self.members], [m.decoder_step for m in self.members],
+                            [{"states": 1}] * len(self.members))
+        return ensemble.encode, ensemble.step, ensemble.batch_axes

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import random
+import shutil
 import sys
 
 import keras
@@ -184,6 +185,30 @@ def test_evaluate_with_another_length_penalty_writes_its_own_files(tiny_run, cap
     assert "length_penalty=0.5" in capsys.readouterr().out
     scores = json.load(open(os.path.join(run_dir, "eval", "dev.beam2.lp0.5.json")))
     assert scores["length_penalty"] == 0.5 and scores["beam_size"] == 2
+
+
+def test_evaluate_an_ensemble_of_runs(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    # A run with itself: the mean of two equal log-probabilities is the run alone.
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0"]) == 0
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
+                 "--ensemble", run_dir]) == 0
+    eval_dir = os.path.join(run_dir, "eval")
+    scores = json.load(open(os.path.join(eval_dir, "dev.beam2.ensemble2.json")))
+    assert scores["ensemble"] == [os.path.abspath(run_dir)] * 2
+    alone = open(os.path.join(eval_dir, "dev.beam2.hyp"), encoding="utf-8").read()
+    assert open(os.path.join(eval_dir, "dev.beam2.ensemble2.hyp"), encoding="utf-8").read() == alone
+    # A run with other tokenizers is refused, naming its files.
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    vocabulary = json.loads((other / "target_tokenizer.json").read_text(encoding="utf-8"))
+    vocabulary["symbols"][-1] = "XX"
+    (other / "target_tokenizer.json").write_text(json.dumps(vocabulary), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
+                 "--ensemble", str(other)]) == 2
+    error = capsys.readouterr().err
+    assert f"{other}: its tokenizers" in error and "target_tokenizer.json" in error
 
 
 def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):

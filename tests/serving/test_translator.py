@@ -93,3 +93,98 @@ def test_cli_file_in_file_out_with_json_and_progress(tiny_bundle, tmp_path, caps
     assert len(rows) == 3 and len(rows[0]) == 2 and rows[0][0]["score"] >= rows[0][1]["score"]
     assert rows[1] == [{"text": "", "score": 0.0}]
     assert "translating" in capsys.readouterr().err
+
+
+WORDS = ["hello", "world", "", "translation", "a", "sequence"]
+
+
+def test_an_ensemble_of_a_bundle_with_itself_translates_as_the_bundle(translator, tiny_bundle):
+    from serving.translator import EnsembleTranslator
+
+    ensemble = EnsembleTranslator([translator, Translator.from_bundle(tiny_bundle[1])])
+    alone = translator.translate(WORDS, beam_size=3, n_best=2)
+    together = ensemble.translate(WORDS, beam_size=3, n_best=2)
+    assert [[t.text for t in found] for found in together] == [[t.text for t in found] for found in alone]
+    for a, b in zip(alone, together):
+        assert [t.score for t in b] == pytest.approx([t.score for t in a], abs=1e-5)
+
+
+def _replay(member, source_ids, tokens):
+    """A member's summed log-probability of `tokens` for one source, one step at a time."""
+    import numpy as np
+
+    from serving.search import pad_sources
+
+    ids, lengths = pad_sources([source_ids], reverse=member.reverse_source)
+    state = member._encode(ids, lengths)
+    total, previous = 0.0, member.special_ids["bos"]
+    for token in tokens:
+        log_probs, updates = member.decoder_step(np.array([previous], np.int32), state)
+        state.update(updates)
+        total, previous = total + float(log_probs[0, token]), token
+    return total
+
+
+def test_ensemble_hypotheses_score_the_mean_of_their_members(translator, tiny_bundle):
+    # The second member is the bundle with a fixed per-token bias on its log-probabilities:
+    # a model that disagrees with the first. (INT8 would be a real second model, but its
+    # dynamic quantization depends on the batch, so one-row replays would not match.)
+    import numpy as np
+
+    from serving.translator import EnsembleTranslator
+
+    other = Translator.from_bundle(tiny_bundle[1])
+    step = other.decoder_step
+    bias = np.random.default_rng(0).uniform(-3, 0, translator.target_vocabulary.vocabulary_size).astype(np.float32)
+
+    class Biased:
+        has_top_k = False
+
+        def __call__(self, token_ids, state, top_k=None):
+            log_probs, updates = step(token_ids, state)
+            return log_probs + bias, updates
+
+    other.decoder_step = Biased()
+    ensemble = EnsembleTranslator([translator, other])
+    sources = [translator.source_vocabulary.encode(word) for word in WORDS if word]
+    results = ensemble.translate_ids(sources, beam_size=3, n_best=3)
+    assert len(results) == len(sources)
+    eos = translator.special_ids["eos"]
+    for source, found in zip(sources, results):
+        assert found
+        for hypothesis in found:
+            tokens = hypothesis.token_ids + ([eos] if hypothesis.finished else [])
+            members = [_replay(member, source, tokens) for member in (translator, other)]
+            assert abs(members[0] - members[1]) > 0.1
+            assert sum(members) / 2 == pytest.approx(hypothesis.log_prob, abs=1e-4)
+
+
+def test_an_ensemble_refuses_a_bundle_with_other_tokenizers(tiny_bundle, tmp_path):
+    import json
+    import shutil
+
+    from serving.translator import BundleError, EnsembleTranslator, sha256_of
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle[1], other)
+    manifest = json.loads((other / "manifest.json").read_text(encoding="utf-8"))
+    name = manifest["tokenizers"]["target"]
+    vocabulary = json.loads((other / name).read_text(encoding="utf-8"))
+    vocabulary["symbols"] = vocabulary["symbols"][:-1] + ["XX"]
+    (other / name).write_text(json.dumps(vocabulary), encoding="utf-8")
+    manifest["files"][name]["sha256"] = sha256_of(str(other / name))
+    (other / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match=f"{name}: the target tokenizer differs"):
+        EnsembleTranslator([Translator.from_bundle(tiny_bundle[1]), Translator.from_bundle(str(other))])
+
+
+def test_cli_ensemble_translates_every_line_in_order(tiny_bundle, tmp_path, capsys):
+    from serving.cli import main
+
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
+    single, double = tmp_path / "single.txt", tmp_path / "double.txt"
+    assert main([tiny_bundle[1], "-i", str(source), "-o", str(single), "--beam", "2"]) == 0
+    assert main([tiny_bundle[1], "-i", str(source), "-o", str(double), "--beam", "2", "--ensemble", tiny_bundle[1]]) == 0
+    assert double.read_text(encoding="utf-8") == single.read_text(encoding="utf-8")
+    assert len(double.read_text(encoding="utf-8").splitlines()) == len(WORDS)
