@@ -313,16 +313,16 @@ def make_translator(run_dir: str, checkpoint: str = "best", ensemble: Sequence[s
     `ensemble` run directories, a `KerasEnsembleTranslator` of all of them."""
     from keras_s2s.data.tokenizers import tokenizer_files
 
-    translators, files = [], []
+    translators, first_tokenizers = [], None
     for directory in [run_dir, *ensemble]:
         config, model, source_tokenizer, target_tokenizer = load_run(directory, checkpoint=checkpoint)
-        translators.append(KerasTranslator(model, config, source_tokenizer, target_tokenizer))
         paths = tokenizer_files(directory, config.tokenizer)
-        contents = [pathlib.Path(path).read_bytes() for path in paths]
-        if files and contents != files[0][1]:
+        tokenizers = [pathlib.Path(path).read_bytes() for path in paths]
+        if first_tokenizers is not None and tokenizers != first_tokenizers:
             raise ValueError(f"{directory}: its tokenizers ({', '.join(paths)}) differ from {run_dir}'s; "
                              "ensemble members must share their vocabularies")
-        files.append((paths, contents))
+        first_tokenizers = first_tokenizers or tokenizers
+        translators.append(KerasTranslator(model, config, source_tokenizer, target_tokenizer))
     return translators[0] if len(translators) == 1 else KerasEnsembleTranslator(translators)
 
 
