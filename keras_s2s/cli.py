@@ -1,4 +1,4 @@
-"""The `s2s` command line: train, launch-local, evaluate, translate."""
+"""The `s2s` command line: train, launch-local, evaluate, translate, attention."""
 
 from __future__ import annotations
 
@@ -75,6 +75,17 @@ def _translate(args) -> int:
     return 0
 
 
+def _attention(args) -> int:
+    from keras_s2s.attention import attention_maps, plot_attention
+
+    maps = attention_maps(args.run_dir, args.texts, beam_size=args.beam, checkpoint=args.checkpoint)
+    out = args.out or os.path.join(args.run_dir, "attention.png")
+    for text, (_, output, _) in zip(args.texts, maps):
+        print(f"{text} -> {' '.join(output[:-1])}")
+    print(f"attention maps: {plot_attention(maps, args.texts, out)}")
+    return 0
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or file")
     parser.add_argument("--run-dir", required=True, help="output directory")
@@ -131,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--beam", type=int, default=None)
     translate.add_argument("--batch-size", type=int, default=64)
     translate.set_defaults(handler=_translate)
+
+    attention = commands.add_parser(
+        "attention", help="translate a few inputs and draw their attention weights into a PNG"
+    )
+    attention.add_argument("run_dir")
+    attention.add_argument("texts", nargs="+", metavar="TEXT")
+    attention.add_argument("--beam", type=int, default=None)
+    attention.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"))
+    attention.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/attention.png)")
+    attention.set_defaults(handler=_attention)
     return parser
 
 

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
+from keras_s2s.attention import attention_maps, plot_attention
 from keras_s2s.cli import main
 from keras_s2s.config import Config
 from keras_s2s.data.readers import read_tsv
@@ -99,6 +100,19 @@ def test_learns_to_reverse_toy_sequences_perfectly(tmp_path):
     assert outputs == [p.target for p in pairs]
     beam_outputs = translator.translate([p.source for p in pairs], beam_size=4)
     assert beam_outputs == outputs
+    # Its attention maps: output token t of a reversed word looks at source letter n - 1 - t,
+    # in reading order (the model reads the source reversed; the map puts it back).
+    words = [p.source for p in pairs[:20]]
+    maps = attention_maps(str(tmp_path / "run"), words, beam_size=1)
+    aligned = 0
+    for word, (source, output, weights) in zip(words, maps):
+        assert source == list(word) and output == list(word[::-1]) + ["</s>"]
+        assert weights.shape == (len(word) + 1, len(word))
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+        aligned += sum(int(np.argmax(weights[t]) == len(word) - 1 - t) for t in range(len(word)))
+    assert aligned >= 0.9 * sum(len(w) for w in words)
+    path = plot_attention(maps[:4], words[:4], str(tmp_path / "attention.png"))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
@@ -209,6 +223,12 @@ def test_evaluate_an_ensemble_of_runs(tiny_run, tmp_path, capsys):
                  "--ensemble", str(other)]) == 2
     error = capsys.readouterr().err
     assert f"{other}: its tokenizers" in error and "target_tokenizer.json" in error
+
+
+def test_attention_maps_need_an_attention_model(tiny_run, capsys):
+    run_dir, _ = tiny_run  # the tiny preset has no attention
+    assert main(["attention", run_dir, "hello"]) == 2
+    assert "attention maps need 'luong'" in capsys.readouterr().err
 
 
 def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):
