@@ -39,7 +39,7 @@ test: setup-dev
 	$(BIN)/python -m pytest -q tests
 
 # Two g2p_best members with different seeds, side by side with one thread each (on 2 cores
-# that trains 1.14x the tokens/s of one run on both), then both decoded as one model on test.
+# that trains 1.13x the tokens/s of one run on both), then both decoded as one model on test.
 ENSEMBLE_EPOCHS ?= 25
 g2p-ensemble: setup
 	mkdir -p runs
