@@ -262,7 +262,7 @@ def test_ensemble_hypotheses_score_the_mean_of_their_members(beam_size):
             replayed = [_replay(m, m.initial_state(len(lengths), s), row, tokens) for m, s in zip(models, seeds)]
             assert np.mean(replayed) == pytest.approx(hypothesis.log_prob, abs=1e-4)
     # The members disagree, so the ensemble is not simply one of them.
-    assert any(_tokens([r[:1] for r in results]) != _tokens(single) for single in singles)
+    assert all(_tokens([r[:1] for r in results]) != _tokens(single) for single in singles)
 
 
 def test_an_ensemble_refuses_members_with_different_vocabularies_or_top_k_steps():
