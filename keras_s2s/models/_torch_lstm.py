@@ -38,6 +38,19 @@ def masked_lstm(inputs, initial_h, initial_c, mask, **weights_and_options):
     return run(inputs, initial_h, initial_c, mask, **weights_and_options)
 
 
+def _masked_inputs(inputs, mask, kernel):
+    """`(kernel, inputs, mask, lengths, holes)`: the kernel and inputs in the compute dtype,
+    the bool mask, each row's length, and a device scalar, true when some row is not real
+    steps followed by padding."""
+    # Keras variables read inside a layer call come autocast to the compute dtype.
+    kernel = keras.ops.convert_to_tensor(kernel)
+    inputs = torch.as_tensor(inputs).to(kernel.dtype)
+    mask = torch.as_tensor(mask).to(torch.bool)
+    lengths = mask.sum(dim=1)
+    holes = (mask != (torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None])).any()
+    return kernel, inputs, mask, lengths, holes
+
+
 def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
                 zero_output_for_mask=False):
     """Runs one LSTM layer over a right-padded masked batch as a packed sequence.
@@ -57,14 +70,8 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
         returns them, or `None` when the mask is not right-padded or a row is
         empty (the caller then takes Keras' own path).
     """
-    # Keras variables read inside a layer call come autocast to the compute dtype.
-    kernel = keras.ops.convert_to_tensor(kernel)
-    dtype = kernel.dtype
-    inputs = torch.as_tensor(inputs).to(dtype)
-    mask = torch.as_tensor(mask).to(torch.bool)
-    batch, time = mask.shape
-    lengths = mask.sum(dim=1)
-    holes = (mask != (torch.arange(time, device=mask.device)[None, :] < lengths[:, None])).any()
+    kernel, inputs, mask, lengths, holes = _masked_inputs(inputs, mask, kernel)
+    dtype, (batch, time) = kernel.dtype, mask.shape
     # One device-to-host transfer (a synchronisation) per layer: the lengths and the check.
     host = torch.cat([lengths, holes.to(lengths.dtype).reshape(1)]).cpu()
     lengths_host, holes = host[:-1], bool(host[-1])
@@ -136,16 +143,11 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     state and output zeros, as in Keras' loop. Returns `None` (Keras' loop) for a
     mask that is not right-padded on a CPU.
     """
-    kernel = keras.ops.convert_to_tensor(kernel)
-    dtype = kernel.dtype
-    inputs = torch.as_tensor(inputs).to(dtype)
-    mask = torch.as_tensor(mask).to(torch.bool)
-    batch, time = mask.shape
-    lengths = mask.sum(dim=1)
-    right_padded = (mask == (torch.arange(time, device=mask.device)[None, :] < lengths[:, None])).all()
+    kernel, inputs, mask, lengths, holes = _masked_inputs(inputs, mask, kernel)
+    dtype, batch = kernel.dtype, mask.shape[0]
     if mask.is_cuda:
-        torch._assert_async(right_padded)
-    elif not bool(right_padded):
+        torch._assert_async(~holes)
+    elif bool(holes):
         CALLS["declined"] += 1
         return None
     recurrent_kernel = keras.ops.convert_to_tensor(recurrent_kernel).to(dtype)
