@@ -176,6 +176,11 @@ class TrainingConfig:
             halving on noisy dev-loss plateaus.
         warmup_steps: int. `cosine`: steps of linear warm-up.
         final_learning_rate_ratio: float. `cosine`: final rate / peak rate.
+        fit_schedule_to_budget: bool. `cosine` with a time budget
+            (`--max-minutes`): after each epoch, move the end of the decay to
+            the step at which the budget is expected to stop training (never
+            past the configured epochs), so that a budget that cuts the run
+            short still ends it at the final rate.
         mixed_precision: str. `none`, `float16` or `bfloat16`.
         eval_sample_size: int. Dev sentences decoded each epoch for the dev
             metric (0: off).
@@ -203,6 +208,7 @@ class TrainingConfig:
     learning_rate_schedule: str = "constant"
     warmup_steps: int = 0
     final_learning_rate_ratio: float = 0.02
+    fit_schedule_to_budget: bool = True
     mixed_precision: str = "none"
     eval_sample_size: int = 200
     save_every_steps: int = 0

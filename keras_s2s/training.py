@@ -75,12 +75,14 @@ def worker_scratch_dir(run_dir: str, strategy: tf.distribute.Strategy) -> str:
 
 
 def _build_from_local_batch(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
-    """Lets `fit` build a model fed with a dict of inputs under `MultiWorkerMirroredStrategy`.
+    """Lets `fit` build a model under a strategy with several replicas.
 
-    Before training, Keras reduces one distributed batch across workers to
-    learn its shapes, and that cross-worker reduce fails on nested inputs
-    (keras-team/keras#20329). Shapes need no reduce: this takes the batch's
-    local values instead.
+    Before training and before each evaluation, Keras reduces one distributed
+    batch across replicas to learn its shapes. That reduce fails on nested
+    inputs across workers (keras-team/keras#20329), and on any batch whose
+    rows do not split evenly over the replicas (a bucket's batch of 555 rows on
+    two GPUs: 278 and 277 rows cannot be averaged). Shapes need no reduce:
+    this takes the batch's first local value instead.
     """
     original = model._maybe_symbolic_build
 
@@ -287,7 +289,7 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int):
     if training.learning_rate_schedule == "cosine":
         total = max(1, training.epochs * steps_per_epoch)
         warmup = min(training.warmup_steps, total - 1)
-        return keras.optimizers.schedules.CosineDecay(
+        return PlannedCosineDecay(
             initial_learning_rate=training.learning_rate / 100 if warmup else training.learning_rate,
             decay_steps=total - warmup,
             alpha=training.final_learning_rate_ratio,
@@ -297,8 +299,38 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int):
     return training.learning_rate
 
 
-def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    rate = learning_rate_schedule(config, steps_per_epoch)
+class PlannedCosineDecay(keras.optimizers.schedules.CosineDecay):
+    """Keras' `CosineDecay` whose length can be re-planned while training.
+
+    The number of decay steps lives in a variable read by the compiled train
+    step, so `plan(total_steps)` moves the end of the decay (the step at which
+    the rate reaches `alpha` of its peak) without rebuilding anything. With the
+    first plan it computes exactly what `CosineDecay` does.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.first_decay_steps = self.decay_steps
+        self.decay_steps = keras.Variable(
+            float(self.first_decay_steps), dtype="float32", trainable=False, name="planned_decay_steps"
+        )
+
+    @property
+    def planned_total_steps(self) -> int:
+        """The step at which the decay ends (warm-up included)."""
+        return int(round(float(keras.ops.convert_to_numpy(self.decay_steps)))) + int(self.warmup_steps)
+
+    def plan(self, total_steps: float) -> None:
+        """Ends the decay at optimizer step `total_steps` (at least one decay step)."""
+        self.decay_steps.assign(max(1.0, float(total_steps) - float(self.warmup_steps)))
+
+    def get_config(self):
+        return dict(super().get_config(), decay_steps=self.first_decay_steps)
+
+
+def make_optimizer(config: Config, steps_per_epoch: int, rate=None) -> keras.optimizers.Optimizer:
+    """The configured optimizer; `rate` (a float or schedule) replaces the configured rate."""
+    rate = learning_rate_schedule(config, steps_per_epoch) if rate is None else rate
     clip = config.training.clip_norm or None
     if config.training.optimizer == "paper_sgd":
         return keras.optimizers.SGD(rate, global_clipnorm=clip)
@@ -455,6 +487,68 @@ class TimeBudget(keras.callbacks.Callback):
         vote = tf.constant(1.0 if self.chief and self._over() else 0.0)
         if float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, vote, axis=None)) > 0:
             self._stop()
+
+
+class FitScheduleToBudget(keras.callbacks.Callback):
+    """Ends a cosine schedule's decay when the time budget ends.
+
+    A planned cosine decay that a time budget cuts short stops at a high rate,
+    which wastes the last epochs' gains. At the end of every epoch this
+    callback measures the time per optimizer step over that epoch (its
+    validation and dev decoding included), estimates the step at which the
+    budget will stop training, and moves the end of the decay there: never
+    past the configured epochs, so a budget that leaves room changes nothing.
+    Under `MultiWorkerMirroredStrategy` the chief's estimate is shared with
+    every worker through an all-reduce, so all replicas follow one schedule.
+
+    Args:
+        schedule: `PlannedCosineDecay`. The optimizer's schedule.
+        budget: `TimeBudget`. Its clock and limit.
+        planned_steps: int. The configured plan (epochs x steps per epoch).
+        strategy: the `tf.distribute` strategy of the run.
+        chief: bool. Whether this process's clock decides.
+        clock: callable returning seconds (for tests).
+    """
+
+    def __init__(self, schedule, budget, planned_steps, strategy=None, chief=True, clock=time.monotonic):
+        super().__init__()
+        self.schedule = schedule
+        self.budget = budget
+        self.planned_steps = int(planned_steps)
+        self.strategy = strategy
+        self.chief = chief
+        self.clock = clock
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        self.mark = None
+
+    def _iterations(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_begin(self, logs=None):
+        self.mark = (self.clock(), self._iterations())
+
+    def estimate(self) -> float:
+        """The step at which the budget will stop training, at the last epoch's pace."""
+        now, step = self.clock(), self._iterations()
+        then, step_then = self.mark
+        self.mark = (now, step)
+        remaining = self.budget.max_seconds - (now - self.budget.start)
+        if step <= step_then or now <= then:
+            return float(self.planned_steps)
+        return step + max(0.0, remaining) * (step - step_then) / (now - then)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.budget.max_seconds:
+            return
+        total = min(float(self.planned_steps), self.estimate()) if self.chief else 0.0
+        if self.multi_worker:
+            total = float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, tf.constant(total), axis=None))
+        before = self.schedule.planned_total_steps
+        self.schedule.plan(total)
+        after = self.schedule.planned_total_steps
+        if self.chief and abs(after - before) > 0.01 * max(before, 1):
+            log(f"time budget: the learning-rate decay now ends at step {after} "
+                f"(was {before}; {self.planned_steps} planned)")
 
 
 class DevMetric(keras.callbacks.Callback):
@@ -744,14 +838,16 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
 
     with strategy.scope():
         model = build_seq2seq(config.model)
+        schedule = learning_rate_schedule(config, padding["batches"])
         model.compile(
-            optimizer=make_optimizer(config, padding["batches"]),
+            optimizer=make_optimizer(config, padding["batches"], rate=schedule),
             loss=SequenceCrossEntropy(training.label_smoothing),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             steps_per_execution=training.steps_per_execution,
         )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _fix_multi_worker_log_reduce()
+    if strategy.num_replicas_in_sync > 1:
         _build_from_local_batch(model, strategy)
     if verbose:
         model.summary(print_fn=lambda line, **_: print(line, file=sys.stderr))
@@ -776,6 +872,9 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
         budget,
         CurvePlot(run_dir, enabled=chief),
     ]
+    if max_minutes and training.fit_schedule_to_budget and isinstance(schedule, PlannedCosineDecay):
+        callbacks.append(FitScheduleToBudget(
+            schedule, budget, training.epochs * padding["batches"], strategy=strategy, chief=chief))
     if chief:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0)

@@ -36,6 +36,16 @@ def tiny_config(**overrides):
 
 
 @pytest.fixture(scope="session")
+def two_cpu_strategy():
+    """One `MirroredStrategy` over the two logical CPUs for the whole session: two
+    strategies in one process can draw the same collective-op keys and then abort
+    each other's all-reduces."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A tiny CMUdict model trained once per session: `(run_dir, summary)`."""
     from keras_s2s.training import train

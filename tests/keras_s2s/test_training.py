@@ -18,7 +18,8 @@ from keras_s2s.config import Config
 from keras_s2s.data.readers import read_tsv
 from keras_s2s.data.tokenizers import load_tokenizers
 from keras_s2s.evaluation import KerasTranslator, load_run
-from keras_s2s.training import PaperSchedule, learning_rate_schedule, train
+from keras_s2s.training import (FitScheduleToBudget, PaperSchedule, PlannedCosineDecay, TimeBudget,
+                                learning_rate_schedule, train)
 
 
 def _toy_corpus(path, count, task, length=None, seed=0):
@@ -115,7 +116,7 @@ def test_learns_to_reverse_toy_sequences_perfectly(tmp_path):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path, two_cpu_strategy):
     assert len(tf.config.list_logical_devices("CPU")) >= 2
     path = tmp_path / "copy.tsv"
     _toy_corpus(path, 288, "copy", length=5)
@@ -124,7 +125,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     single = train(config, str(tmp_path / "single"), verbose=0,
                    strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
     mirrored = train(config, str(tmp_path / "mirrored"), verbose=0,
-                     strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+                     strategy=two_cpu_strategy)
     assert mirrored["epochs_run"] == single["epochs_run"] == 2
     for a, b in zip(single["model"].weights, mirrored["model"].weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
@@ -137,6 +138,65 @@ def test_time_budget_stops_training(tmp_path):
     config = tiny_config(**{"training.epochs": 50, "training.eval_sample_size": 0})
     summary = train(config, str(tmp_path / "run"), max_minutes=0.001, verbose=0)
     assert summary["stopped_by_time_budget"] and summary["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("fit,mirrored", [(True, False), (False, False), (True, True)])
+def test_a_time_budget_ends_the_cosine_decay_where_it_stops_training(tmp_path, capsys, two_cpu_strategy, fit,
+                                                                     mirrored):
+    config = tiny_config(**{
+        "training.epochs": 50, "training.eval_sample_size": 0, "training.learning_rate": 0.01,
+        "training.learning_rate_schedule": "cosine", "training.final_learning_rate_ratio": 0.1,
+        "training.fit_schedule_to_budget": fit,
+    })
+    # Under the mirrored strategy the tiny batches split unevenly over the replicas.
+    strategy = two_cpu_strategy if mirrored else None
+    summary = train(config, str(tmp_path / "run"), max_minutes=0.001, verbose=0, strategy=strategy)
+    assert summary["stopped_by_time_budget"] and summary["epochs_run"] == 1
+    rate = float(keras.ops.convert_to_numpy(summary["model"].optimizer.learning_rate))
+    if fit:
+        # Over budget after the first epoch: the decay ends at the step reached.
+        assert rate == pytest.approx(0.001, rel=1e-4)
+        assert "learning-rate decay now ends at step" in capsys.readouterr().err
+    else:
+        assert rate > 0.0099
+
+
+def _fake_budget(seconds, start=0.0):
+    budget = TimeBudget(seconds / 60)
+    budget.start = start
+    return budget
+
+
+class _FakeModel:
+    def __init__(self):
+        self.optimizer = type("Optimizer", (), {"iterations": 0})()
+
+
+def test_the_budget_plan_follows_the_last_epoch_pace_and_never_exceeds_the_epochs():
+    schedule = PlannedCosineDecay(0.001, decay_steps=990, alpha=0.1, warmup_target=0.01, warmup_steps=10)
+    reference = keras.optimizers.schedules.CosineDecay(0.001, 990, alpha=0.1, warmup_target=0.01, warmup_steps=10)
+    for step in (0, 5, 10, 400, 999, 1000, 1500):
+        assert float(schedule(step)) == pytest.approx(float(reference(step)), rel=1e-6)
+    now = [0.0]
+    callback = FitScheduleToBudget(schedule, _fake_budget(100), planned_steps=1000, clock=lambda: now[0])
+    model = _FakeModel()
+    callback.set_model(model)
+    callback.on_train_begin()
+    # 100 steps in 20 s: 80 s left at 5 steps/s.
+    now[0], model.optimizer.iterations = 20.0, 100
+    callback.on_epoch_end(0)
+    assert schedule.planned_total_steps == 500
+    assert float(schedule(500)) == pytest.approx(0.001, rel=1e-5)
+    assert float(schedule(250)) > 0.001
+    # The next epoch goes at 10 steps/s: 70 s left.
+    now[0], model.optimizer.iterations = 30.0, 200
+    callback.on_epoch_end(1)
+    assert schedule.planned_total_steps == 900
+    # Faster still: the plan stops at the configured steps.
+    now[0], model.optimizer.iterations = 31.0, 300
+    callback.on_epoch_end(2)
+    assert schedule.planned_total_steps == 1000
+    assert float(schedule(1000)) == pytest.approx(float(reference(1000)), rel=1e-6)
 
 
 def test_paper_schedule_halves_every_half_epoch_after_epoch_five():
