@@ -316,6 +316,11 @@ class PlannedCosineDecay(keras.optimizers.schedules.CosineDecay):
         )
 
     @property
+    def first_total_steps(self) -> int:
+        """The configured plan's last step (warm-up included)."""
+        return int(self.first_decay_steps) + int(self.warmup_steps)
+
+    @property
     def planned_total_steps(self) -> int:
         """The step at which the decay ends (warm-up included)."""
         return int(round(float(keras.ops.convert_to_numpy(self.decay_steps)))) + int(self.warmup_steps)
@@ -497,24 +502,23 @@ class FitScheduleToBudget(keras.callbacks.Callback):
     callback measures the time per optimizer step over that epoch (its
     validation and dev decoding included), estimates the step at which the
     budget will stop training, and moves the end of the decay there: never
-    past the configured epochs, so a budget that leaves room changes nothing.
+    past the schedule's first plan, so a budget that leaves room changes nothing.
     Under `MultiWorkerMirroredStrategy` the chief's estimate is shared with
     every worker through an all-reduce, so all replicas follow one schedule.
 
     Args:
         schedule: `PlannedCosineDecay`. The optimizer's schedule.
         budget: `TimeBudget`. Its clock and limit.
-        planned_steps: int. The configured plan (epochs x steps per epoch).
         strategy: the `tf.distribute` strategy of the run.
         chief: bool. Whether this process's clock decides.
         clock: callable returning seconds (for tests).
     """
 
-    def __init__(self, schedule, budget, planned_steps, strategy=None, chief=True, clock=time.monotonic):
+    def __init__(self, schedule, budget, strategy=None, chief=True, clock=time.monotonic):
         super().__init__()
         self.schedule = schedule
         self.budget = budget
-        self.planned_steps = int(planned_steps)
+        self.planned_steps = schedule.first_total_steps
         self.strategy = strategy
         self.chief = chief
         self.clock = clock
@@ -873,8 +877,7 @@ def _train(config, run_dir, *, max_minutes, strategy, verbose, extra_callbacks) 
         CurvePlot(run_dir, enabled=chief),
     ]
     if max_minutes and training.fit_schedule_to_budget and isinstance(schedule, PlannedCosineDecay):
-        callbacks.append(FitScheduleToBudget(
-            schedule, budget, training.epochs * padding["batches"], strategy=strategy, chief=chief))
+        callbacks.append(FitScheduleToBudget(schedule, budget, strategy=strategy, chief=chief))
     if chief:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), profile_batch=0)

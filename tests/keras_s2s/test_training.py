@@ -178,7 +178,7 @@ def test_the_budget_plan_follows_the_last_epoch_pace_and_never_exceeds_the_epoch
     for step in (0, 5, 10, 400, 999, 1000, 1500):
         assert float(schedule(step)) == pytest.approx(float(reference(step)), rel=1e-6)
     now = [0.0]
-    callback = FitScheduleToBudget(schedule, _fake_budget(100), planned_steps=1000, clock=lambda: now[0])
+    callback = FitScheduleToBudget(schedule, _fake_budget(100), clock=lambda: now[0])
     model = _FakeModel()
     callback.set_model(model)
     callback.on_train_begin()
