@@ -67,6 +67,7 @@ def make_dataset(
     shuffle: bool = True,
     seed: int = 0,
     shuffle_buffer: int = 0,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Builds the batched dataset of one split.
 
@@ -82,6 +83,9 @@ def make_dataset(
         seed: int. Shuffle seed; the same seed gives the same order on every
             worker, which sharding needs.
         shuffle_buffer: int. Shuffle buffer size (0: the whole split).
+        repeat: bool. Pass over the split again and again (reshuffled each
+            time) in one iterator whose prefetching runs across the passes;
+            `fit` then needs `steps_per_epoch`.
     """
     if len(sources) != len(targets):
         raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
@@ -130,6 +134,8 @@ def make_dataset(
             mask,
         )
 
+    if repeat:
+        dataset = dataset.repeat()
     dataset = dataset.map(to_keras, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (

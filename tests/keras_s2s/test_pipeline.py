@@ -48,6 +48,23 @@ def test_buckets_respect_the_token_budget_and_keep_every_sentence():
     assert seen == len(sources)
 
 
+def test_repeated_dataset_passes_over_every_sentence_once_per_epoch_reshuffled():
+    sources, targets = _corpus()
+    options = dict(token_budget=120, max_batch_size=64, seed=3)
+    batches = padding_share(make_dataset(sources, targets, **options))["batches"]
+    iterator = iter(make_dataset(sources, targets, repeat=True, **options))
+    passes = []
+    for _ in range(3):
+        seen = []
+        for _ in range(batches):
+            inputs, _, _ = next(iterator)
+            seen += [tuple(row[row > 0]) for row in inputs["source_ids"].numpy()]
+        passes.append(seen)
+    expected = sorted(tuple(reversed(s)) for s in sources)
+    assert all(sorted(seen) == expected for seen in passes)
+    assert passes[0] != passes[1] != passes[2]
+
+
 def test_bucket_plan_sizes_follow_the_budget():
     boundaries, sizes = bucket_plan(max_length=50, token_budget=1000, max_batch_size=100)
     assert len(sizes) == len(boundaries) + 1
