@@ -86,23 +86,42 @@ def _pipeline_rate(dataset, count: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def measure(preset: str, bucketing: bool, warmup: int, steps: int, quick: bool) -> dict:
+def _compiled_model(config):
     import keras
-    import numpy as np
 
     from keras_s2s.losses import SequenceCrossEntropy
     from keras_s2s.models import build_seq2seq
     from keras_s2s.training import make_optimizer
 
-    config, data = _data(preset, quick)
-    config = _model_config(preset, config, data, quick)
     keras.utils.set_random_seed(0)
     model = build_seq2seq(config.model)
     model.compile(optimizer=make_optimizer(config, 1000), loss=SequenceCrossEntropy(),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    dataset, batches = _batches(config, data, bucketing, warmup + steps)
-    if len(batches) < warmup + steps:  # a short epoch: go round again
-        batches = (batches * ((warmup + steps) // len(batches) + 1))[: warmup + steps]
+    return model
+
+
+def _set_precision(config) -> None:
+    import keras
+
+    mixed = config.training.mixed_precision
+    keras.mixed_precision.set_global_policy("float32" if mixed == "none" else f"mixed_{mixed}")
+
+
+def _take(config, data, bucketing: bool, count: int):
+    dataset, batches = _batches(config, data, bucketing, count)
+    if len(batches) < count:  # a short epoch: go round again
+        batches = (batches * (count // len(batches) + 1))[:count]
+    return dataset, batches
+
+
+def measure(preset: str, bucketing: bool, warmup: int, steps: int, quick: bool) -> dict:
+    import numpy as np
+
+    config, data = _data(preset, quick)
+    config = _model_config(preset, config, data, quick)
+    _set_precision(config)
+    model = _compiled_model(config)
+    dataset, batches = _take(config, data, bucketing, warmup + steps)
     for inputs, targets, weights in batches[:warmup]:
         model.train_on_batch(inputs, targets, sample_weight=weights)
     times, real, padded = [], 0, 0
@@ -128,12 +147,50 @@ def measure(preset: str, bucketing: bool, warmup: int, steps: int, quick: bool) 
     }
 
 
+def measure_gates(preset: str, warmup: int, steps: int, quick: bool) -> list[dict]:
+    """The preset's mixed-precision training step with `LSTM`'s float32 gates and with
+    Keras' all-bfloat16 step, two models side by side on the same batches."""
+    import numpy as np
+
+    from keras_s2s.models.lstm import LSTM
+
+    config, data = _data(preset, quick)
+    config = _model_config(preset, config, data, quick)
+    if config.training.mixed_precision == "none":
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, mixed_precision="bfloat16"))
+    _set_precision(config)
+    variants = {"float32 gates and cell": True, "Keras (all bfloat16)": False}
+    models = {name: _compiled_model(config) for name in variants}
+    _, batches = _take(config, data, True, warmup + steps)
+    times = {name: [] for name in variants}
+    try:
+        for index, (inputs, targets, weights) in enumerate(batches):
+            # Alternate which goes first, so drift in the machine's speed hits both.
+            for name in sorted(variants, reverse=bool(index % 2)):
+                LSTM.float32_gates = variants[name]  # read when a step is traced
+                start = time.perf_counter()
+                models[name].train_on_batch(inputs, targets, sample_weight=weights)
+                if index >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    finally:
+        LSTM.float32_gates = True
+    tokens = sum(int(np.count_nonzero(b[0]["source_ids"])) + int(np.count_nonzero(b[1]))
+                 for b in batches[warmup:])
+    base = median(times["Keras (all bfloat16)"])
+    return [{"preset": preset, "precision": config.training.mixed_precision, "LSTM step": name,
+             "step ms (median)": 1000 * median(times[name]), "tokens/s": tokens / sum(times[name]),
+             "speed-up (median step)": base / median(times[name])} for name in variants]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="g2p_small,bible_small,paper")
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--paper-steps", type=int, default=4, help="timed steps of the slow paper shape")
+    parser.add_argument("--gates", default="g2p_best",
+                        help="presets whose mixed-precision step runs with float32 LSTM gates and without "
+                             "(empty: skip)")
     parser.add_argument("--quick", action="store_true", help="the tiny preset's data and a small shape (smoke test)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -151,12 +208,20 @@ def main(argv=None) -> int:
         ratios.append({"preset": preset, "buckets / padded tokens/s": on["tokens/s"] / off["tokens/s"],
                        "padding % with buckets": on["padding %"], "padding % without": off["padding %"],
                        "pipeline / training": on["pipeline / training"]})
+    gates = []
+    for preset in [p for p in args.gates.split(",") if p]:
+        gates += measure_gates(preset, args.warmup, args.steps, args.quick)
+        print(gates[-2:], file=sys.stderr)
     print(table(rows, ["preset", "batching", "tokens/s", "padding %", "step ms (median)", "sentences/batch",
                        "pipeline batches/s", "training batches/s", "pipeline / training"]))
     print()
     print(table(ratios, ["preset", "buckets / padded tokens/s", "padding % with buckets", "padding % without",
                          "pipeline / training"]))
-    payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios}
+    if gates:
+        print()
+        print(table(gates, ["preset", "precision", "LSTM step", "step ms (median)", "tokens/s",
+                            "speed-up (median step)"]))
+    payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios, "gates": gates}
     print("wrote", write_result("train", payload, args.out), file=sys.stderr)
     return 0
 

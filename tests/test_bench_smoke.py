@@ -52,6 +52,9 @@ def test_training_benchmark_prints_its_tables(tmp_path):
     assert "| preset | batching | tokens/s |" in stdout
     assert len(payload["rows"]) == 4 and all(row["tokens/s"] > 0 for row in payload["rows"])
     assert {r["preset"] for r in payload["ratios"]} == {"g2p_small", "paper"}
+    assert "| preset | precision | LSTM step |" in stdout
+    assert [row["LSTM step"] for row in payload["gates"]] == ["float32 gates and cell", "Keras (all bfloat16)"]
+    assert all(row["step ms (median)"] > 0 for row in payload["gates"])
 
 
 def test_gpu_training_step_script_runs_under_torch_on_the_cpu(tmp_path):
