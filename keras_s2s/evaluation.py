@@ -161,55 +161,15 @@ def decoder_step_function(decoder_step, config):
     return step
 
 
-class KerasTranslator:
-    """Decodes with the Keras encoder and decoder-step models and the numpy search.
+class _SearchTranslator:
+    """Text in, text out through `serving.search` over `encode_batch` and `step`.
 
-    Args:
-        model: the trained `build_seq2seq` model.
-        config: Config. The run's config (model shape, decode settings).
-        source_tokenizer: encodes source text.
-        target_tokenizer: decodes output ids.
+    Subclasses set `config` (reversal, decode settings), `source_tokenizer`,
+    `target_tokenizer`, `encode_batch`, `step` and `batch_axes`.
     """
 
-    def __init__(self, model, config: Config, source_tokenizer, target_tokenizer):
-        import tensorflow as tf
-
-        from keras_s2s.models import build_inference_models
-
-        self.config = config
-        self.source_tokenizer = source_tokenizer
-        self.target_tokenizer = target_tokenizer
-        self.encoder, self.decoder_step = build_inference_models(model, config.model)
-
-        # One trace each, with dynamic batch and time axes.
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")],
-            reduce_retracing=True,
-        )
-        def encode(source_ids):
-            return self.encoder(source_ids, training=False)
-
-        self._encode = encode
-        self._step = decoder_step_function(self.decoder_step, config.model)
-        self._attention = config.model.attention == "luong"
-        self.batch_axes = {"states": 1}
-
-    def encode_batch(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
-        outputs = self._encode(source_ids)
-        state = {"states": outputs["states"].numpy().astype(np.float32)}
-        if self._attention:
-            state["encoder_outputs"] = outputs["encoder_outputs"].numpy().astype(np.float32)
-            state["source_lengths"] = source_lengths.astype(np.int32)
-        return state
-
-    def step(self, token_ids: np.ndarray, state: dict):
-        if self._attention:
-            outputs = self._step(
-                token_ids, state["states"], state["encoder_outputs"], state["source_lengths"]
-            )
-        else:
-            outputs = self._step(token_ids, state["states"])
-        return outputs["log_probs"].numpy(), {"states": outputs["next_states"].numpy()}
+    config: Config
+    batch_axes: dict
 
     def translate_ids(
         self,
@@ -260,7 +220,58 @@ class KerasTranslator:
         ]
 
 
-class KerasEnsembleTranslator(KerasTranslator):
+class KerasTranslator(_SearchTranslator):
+    """Decodes with the Keras encoder and decoder-step models and the numpy search.
+
+    Args:
+        model: the trained `build_seq2seq` model.
+        config: Config. The run's config (model shape, decode settings).
+        source_tokenizer: encodes source text.
+        target_tokenizer: decodes output ids.
+    """
+
+    def __init__(self, model, config: Config, source_tokenizer, target_tokenizer):
+        import tensorflow as tf
+
+        from keras_s2s.models import build_inference_models
+
+        self.config = config
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.encoder, self.decoder_step = build_inference_models(model, config.model)
+
+        # One trace each, with dynamic batch and time axes.
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")],
+            reduce_retracing=True,
+        )
+        def encode(source_ids):
+            return self.encoder(source_ids, training=False)
+
+        self._encode = encode
+        self._step = decoder_step_function(self.decoder_step, config.model)
+        self._attention = config.model.attention == "luong"
+        self.batch_axes = {"states": 1}
+
+    def encode_batch(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
+        outputs = self._encode(source_ids)
+        state = {"states": outputs["states"].numpy().astype(np.float32)}
+        if self._attention:
+            state["encoder_outputs"] = outputs["encoder_outputs"].numpy().astype(np.float32)
+            state["source_lengths"] = source_lengths.astype(np.int32)
+        return state
+
+    def step(self, token_ids: np.ndarray, state: dict):
+        if self._attention:
+            outputs = self._step(
+                token_ids, state["states"], state["encoder_outputs"], state["source_lengths"]
+            )
+        else:
+            outputs = self._step(token_ids, state["states"])
+        return outputs["log_probs"].numpy(), {"states": outputs["next_states"].numpy()}
+
+
+class KerasEnsembleTranslator(_SearchTranslator):
     """Decodes with several trained runs as one model (`serving.search.Ensemble`).
 
     The members must share their tokenizers and source reversal; their model
@@ -308,7 +319,9 @@ def load_run(run_dir: str, checkpoint: str = "best"):
     return config, model, source_tokenizer, target_tokenizer
 
 
-def make_translator(run_dir: str, checkpoint: str = "best", ensemble: Sequence[str] = ()) -> KerasTranslator:
+def make_translator(
+    run_dir: str, checkpoint: str = "best", ensemble: Sequence[str] = ()
+) -> KerasTranslator | KerasEnsembleTranslator:
     """A `KerasTranslator` for a run directory's best (or last) weights; with
     `ensemble` run directories, a `KerasEnsembleTranslator` of all of them."""
     from keras_s2s.data.tokenizers import tokenizer_files
