@@ -531,11 +531,9 @@ class FitScheduleToBudget(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.mark = (self.clock(), self._iterations())
 
-    def estimate(self) -> float:
-        """The step at which the budget will stop training, at the last epoch's pace."""
-        now, step = self.clock(), self._iterations()
+    def estimate(self, now: float, step: int) -> float:
+        """The step at which the budget will stop training, at the pace since the last mark."""
         then, step_then = self.mark
-        self.mark = (now, step)
         remaining = self.budget.max_seconds - (now - self.budget.start)
         if step <= step_then or now <= then:
             return float(self.planned_steps)
@@ -544,7 +542,9 @@ class FitScheduleToBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.budget.max_seconds:
             return
-        total = min(float(self.planned_steps), self.estimate()) if self.chief else 0.0
+        now, step = self.clock(), self._iterations()
+        total = min(float(self.planned_steps), self.estimate(now, step)) if self.chief else 0.0
+        self.mark = (now, step)
         if self.multi_worker:
             total = float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, tf.constant(total), axis=None))
         before = self.schedule.planned_total_steps
