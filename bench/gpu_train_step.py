@@ -12,6 +12,12 @@ Variants, timed one after the other in the same process:
 - `keras_s2s`: the model as `s2s train` builds it (the masked encoder runs in the fused
   LSTM with its cell state frozen on padding, `keras_s2s.models.lstm`: no host-device
   synchronisation);
+- `keras_s2s, batches on the device`: the same with the batch handed over as device tensors,
+  as the PyTorch reference has it (Keras otherwise copies each numpy array in the step);
+- `keras_s2s, wait-free step`: that, with `keras_s2s.torch_step.install(model)`: Keras'
+  train step without its host-device waits (loss tracker, clipping, SGD update, step count);
+- `keras_s2s, wait-free step, float32_logits false`: that, with the vocabulary projection
+  in the compute dtype (below);
 - `keras_s2s, packed encoder`: the same with the masked encoder run as packed sequences
   (its lengths on the host: a synchronisation per layer);
 - `keras_s2s, no source mask`: the same with the encoder LSTMs ignoring the source mask
@@ -24,7 +30,7 @@ Variants, timed one after the other in the same process:
   SGD, `clip_grad_norm_`): what the same GPU gives without Keras;
 - `PyTorch reference, one cuDNN call per layer`: the same with each layer its own `nn.LSTM`,
   as the layers of a Keras model are.
-With `--profile DIR`, the `keras_s2s` and per-layer reference rows also run a few steps under
+With `--profile DIR`, the `keras_s2s`, `wait-free step` and per-layer reference rows also run a few steps under
 `torch.profiler`; the operators' tables (by GPU time, by CPU time) and, on a GPU, the Python
 stacks of every host-device synchronisation in one step are written to DIR.
 Each row also counts the LSTM layer calls per step by the path they took.
@@ -43,10 +49,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
 
-VARIANTS = ("keras_s2s", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
+VARIANTS = ("keras_s2s", "device_batches", "wait_free_step", "wait_free_bf16_logits", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
             "torch_reference_per_layer")
 LABELS = {
     "keras_s2s": "keras_s2s",
+    "device_batches": "keras_s2s, batches on the device",
+    "wait_free_step": "keras_s2s, wait-free step",
+    "wait_free_bf16_logits": "keras_s2s, wait-free step, float32_logits false",
     "packed_source": "keras_s2s, packed encoder",
     "no_source_mask": "keras_s2s, no source mask",
     "bf16_logits": "keras_s2s, float32_logits false",
@@ -185,9 +194,11 @@ def _sync_stacks(step, path):
     stacks = collections.Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):
+        # Keras' torch backend lives in `.../keras/src/backend/torch/`: keep its frames.
         frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_stack()[:-1]
-                  if "/torch/" not in frame.filename and not frame.filename.endswith("warnings.py")]
-        stacks[tuple(frames[-7:])] += 1
+                  if ("/torch/" not in frame.filename or "/keras/" in frame.filename)
+                  and not frame.filename.endswith("warnings.py")]
+        stacks[tuple(frames[-9:])] += 1
 
     torch.cuda.set_sync_debug_mode("warn")
     try:
@@ -237,12 +248,19 @@ def time_keras(variant, shape, args):
 
         LSTM.inner_loop = unmasked
     try:
-        config = ModelConfig(**dict(shape, float32_logits=variant != "bf16_logits"))
+        config = ModelConfig(**dict(shape, float32_logits=variant not in ("bf16_logits", "wait_free_bf16_logits")))
         model = build_seq2seq(config)
         model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
+        if variant.startswith("wait_free"):
+            from keras_s2s import torch_step
+
+            assert torch_step.install(model), "the SGD update should be the wait-free one"
         source, decoder_in, target = _data(shape, args.batch, args.length)
-        x = {"source_ids": source, "decoder_input_ids": decoder_in}
         weights = np.ones_like(target, dtype="float32")
+        if variant == "device_batches" or variant.startswith("wait_free"):
+            source, decoder_in, target, weights = (keras.ops.convert_to_tensor(a)
+                                                   for a in (source, decoder_in, target, weights))
+        x = {"source_ids": source, "decoder_input_ids": decoder_in}
         counter = PathCounter().install()
         steps = args.slow_steps if variant == "stock_keras_lstm" else args.steps
         try:
@@ -251,7 +269,7 @@ def time_keras(variant, shape, args):
         finally:
             counter.uninstall()
         paths = counter.per_step(steps)
-        if args.profile and variant == "keras_s2s":
+        if args.profile and variant in ("keras_s2s", "wait_free_step"):
             _profile(lambda: model.train_on_batch(x, target, sample_weight=weights), args.profile, variant)
         loss = float(model.train_on_batch(x, target, sample_weight=weights))
     finally:
