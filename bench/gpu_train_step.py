@@ -10,8 +10,11 @@ and target tokens. Needs keras, torch and numpy only (no TensorFlow).
 
 Variants, timed one after the other in the same process:
 - `keras_s2s`: the model as `s2s train` builds it (the masked encoder runs in the fused
-  LSTM with its cell state frozen on padding, `keras_s2s.models.lstm`: no host-device
-  synchronisation);
+  LSTM with its cell state frozen on padding, `keras_s2s.models.lstm`, and every LSTM call
+  gets its weights in one buffer: no host-device synchronisation in the layers);
+- `keras_s2s, LSTM weights as separate tensors`: the same with each LSTM call's weights as
+  separate tensors and the unmasked (decoder) layers in Keras' own cuDNN call, as before
+  `keras_s2s.models._torch_lstm._flat` (torch compacts them on every call, and waits);
 - `keras_s2s, batches on the device`: the same with the batch handed over as device tensors,
   as the PyTorch reference has it (Keras otherwise copies each numpy array in the step);
 - `keras_s2s, wait-free step`: that, with `keras_s2s.torch_step.install(model)`: Keras'
@@ -49,10 +52,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
 
-VARIANTS = ("keras_s2s", "device_batches", "wait_free_step", "wait_free_bf16_logits", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
+VARIANTS = ("keras_s2s", "separate_weights", "device_batches", "wait_free_step", "wait_free_bf16_logits", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
             "torch_reference_per_layer")
 LABELS = {
     "keras_s2s": "keras_s2s",
+    "separate_weights": "keras_s2s, LSTM weights as separate tensors",
     "device_batches": "keras_s2s, batches on the device",
     "wait_free_step": "keras_s2s, wait-free step",
     "wait_free_bf16_logits": "keras_s2s, wait-free step, float32_logits false",
@@ -83,7 +87,7 @@ class PathCounter:
     """Counts LSTM layer calls by the path they took (fused packed, cuDNN, torch loop, Keras loop)."""
 
     def __init__(self):
-        self.counts = {"packed": 0, "frozen": 0, "cudnn": 0, "torch loop": 0, "keras loop": 0}
+        self.counts = {"packed": 0, "frozen": 0, "unmasked": 0, "cudnn": 0, "torch loop": 0, "keras loop": 0}
         self._patches = []
 
     def _wrap(self, module, name, key):
@@ -114,6 +118,7 @@ class PathCounter:
 
         self._wrap(_torch_lstm, "packed_lstm", "packed")
         self._wrap(_torch_lstm, "frozen_lstm", "frozen")
+        self._wrap(_torch_lstm, "unmasked_lstm", "unmasked")
         self._wrap(torch_rnn, "_cudnn_lstm", "cudnn")
         self._wrap(torch_rnn, "_fallback_lstm", "torch loop")
         self._wrap(backend, "rnn", "keras loop")
@@ -237,6 +242,11 @@ def time_keras(variant, shape, args):
 
     keras.mixed_precision.set_global_policy("float32" if args.precision == "float32" else f"mixed_{args.precision}")
     original_loop, original_method = LSTM.inner_loop, _torch_lstm.METHOD
+    original_flat, original_on_gpu = _torch_lstm._flat, _torch_lstm.on_gpu
+    if variant == "separate_weights":
+        _torch_lstm._flat = lambda weights: [w.contiguous() for w in weights]
+        _torch_lstm.on_gpu = lambda inputs: False  # the unmasked layers take Keras' cuDNN call
+        _torch_lstm.METHOD = "frozen"  # as "auto" picks on a GPU
     if variant == "packed_source":
         _torch_lstm.METHOD = "packed"
     if variant == "stock_keras_lstm":
@@ -274,6 +284,7 @@ def time_keras(variant, shape, args):
         loss = float(model.train_on_batch(x, target, sample_weight=weights))
     finally:
         LSTM.inner_loop, _torch_lstm.METHOD = original_loop, original_method
+        _torch_lstm._flat, _torch_lstm.on_gpu = original_flat, original_on_gpu
     del model
     return step, times, paths, loss
 

@@ -6,7 +6,15 @@ Keras' per-step loop:
   lengths must be on the host, a host-device synchronisation per call on a GPU;
 - `frozen_lstm` runs the padded batch as it is and freezes the cell state on padded
   steps (see there): no synchronisation, the padding's share of extra work.
-`masked_lstm` takes `frozen_lstm` on a GPU and `packed_lstm` elsewhere (`METHOD`).
+`masked_lstm` takes `frozen_lstm` on a GPU and `packed_lstm` elsewhere (`METHOD`);
+`unmasked_lstm` runs a batch without a mask on a GPU.
+
+Every call hands torch the weights as views into one contiguous buffer (`_flat`), the
+layout cuDNN keeps them in. Keras' own cuDNN call passes separate tensors, which torch
+compacts into such a buffer on every call ("RNN module weights are not part of single
+contiguous chunk of memory"), and that compaction makes the host wait for the GPU once
+per layer call: 8 waits per training step of a 4-layer model, measured with
+`torch.cuda.set_sync_debug_mode` (`bench/gpu_train_step.py --profile`).
 
 Imported only under `KERAS_BACKEND=torch`.
 """
@@ -20,7 +28,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 # How often `packed_lstm` ran fused and how often it left the layer to Keras (the tests read it).
-CALLS = {"packed": 0, "frozen": 0, "declined": 0}
+CALLS = {"packed": 0, "frozen": 0, "unmasked": 0, "declined": 0}
 
 # "auto": `frozen_lstm` for CUDA tensors, `packed_lstm` otherwise; or "packed", "frozen".
 METHOD = "auto"
@@ -29,13 +37,63 @@ METHOD = "auto"
 _FREEZE = 1e4
 
 
+def on_gpu(inputs) -> bool:
+    return torch.as_tensor(inputs).is_cuda
+
+
 def masked_lstm(inputs, initial_h, initial_c, mask, **weights_and_options):
     """Runs a masked LSTM layer fused, by `METHOD`; `None` where the caller must take Keras' loop."""
     method = METHOD
     if method == "auto":
-        method = "frozen" if torch.as_tensor(inputs).is_cuda else "packed"
+        method = "frozen" if on_gpu(inputs) else "packed"
     run = frozen_lstm if method == "frozen" else packed_lstm
     return run(inputs, initial_h, initial_c, mask, **weights_and_options)
+
+
+def _flat(weights):
+    """`weights` as views into one new contiguous buffer, in order (differentiable).
+
+    torch's cuDNN LSTM uses such a buffer as it is when the views sit where cuDNN
+    expects them (for one layer: the input weights, the recurrent weights, the two
+    biases, back to back), so it neither copies nor waits; where they do not, it
+    compacts them itself, with the same results.
+    """
+    buffer = torch.cat([w.reshape(-1) for w in weights])
+    views, offset = [], 0
+    for w in weights:
+        views.append(buffer[offset : offset + w.numel()].view(w.shape))
+        offset += w.numel()
+    return views
+
+
+def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, return_sequences):
+    """One LSTM layer without a mask in one fused call, as Keras' torch `lstm` runs it.
+
+    Arguments as `packed_lstm`'s, without the mask. Returns `(last_output, outputs,
+    [h, c])` as `keras.layers.LSTM.inner_loop` does.
+    """
+    kernel = keras.ops.convert_to_tensor(kernel)
+    dtype = kernel.dtype
+    inputs = torch.as_tensor(inputs).to(dtype)
+    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
+    weights = _flat([kernel.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
+                     torch.zeros_like(bias_ih)])
+    outputs, h_n, c_n = torch._VF.lstm(
+        inputs,
+        (torch.as_tensor(initial_h).to(dtype).unsqueeze(0), torch.as_tensor(initial_c).to(dtype).unsqueeze(0)),
+        weights,
+        True,  # has_biases
+        1,  # num_layers
+        0.0,  # dropout
+        torch.is_grad_enabled(),  # train
+        False,  # bidirectional
+        True,  # batch_first
+    )
+    CALLS["unmasked"] += 1
+    last_output = outputs[:, -1]
+    if not return_sequences:
+        outputs = last_output.unsqueeze(1)
+    return last_output, outputs, [h_n[0], c_n[0]]
 
 
 def _masked_inputs(inputs, mask, kernel):
@@ -82,18 +140,16 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     order = packed.sorted_indices
     h0 = torch.as_tensor(initial_h).to(dtype).index_select(0, order).unsqueeze(0)
     c0 = torch.as_tensor(initial_c).to(dtype).index_select(0, order).unsqueeze(0)
-    # cuDNN copies the weights into its own flat buffer by `view`: they must be contiguous.
-    weight_ih = kernel.t().contiguous()
-    weight_hh = keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t().contiguous()
-    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype).contiguous()
-    bias_hh = torch.zeros_like(bias_ih)
+    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
+    weights = _flat([kernel.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
+                     torch.zeros_like(bias_ih)])
     # The packed form of the op behind torch.nn.LSTM, with Keras' variables as its
     # weights so gradients reach them.
     data, h_n, c_n = torch._VF.lstm(
         packed.data,
         packed.batch_sizes,
         (h0, c0),
-        [weight_ih, weight_hh, bias_ih, bias_hh],
+        weights,
         True,  # has_biases
         1,  # num_layers
         0.0,  # dropout
@@ -154,9 +210,9 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     units = recurrent_kernel.shape[0]
     # The indicator and zeros up to a multiple of 8 features (tensor cores' alignment).
     extra = 8 - kernel.shape[0] % 8
-    weight_ih = torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)]).t().contiguous()
-    weight_hh = recurrent_kernel.t().contiguous()
-    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype).contiguous()
+    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
+    weights = _flat([torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)]).t(),
+                     recurrent_kernel.t(), bias_ih, torch.zeros_like(bias_ih)])
     initial_h = torch.as_tensor(initial_h).to(dtype)
     initial_c = torch.as_tensor(initial_c).to(dtype)
     indicator = torch.nn.functional.pad((~mask).to(dtype).unsqueeze(-1), (0, extra - 1))
@@ -164,7 +220,7 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     outputs, _, c_n = torch._VF.lstm(
         data,
         (initial_h.unsqueeze(0), initial_c.unsqueeze(0)),
-        [weight_ih, weight_hh, bias_ih, torch.zeros_like(bias_ih)],
+        weights,
         True,  # has_biases
         1,  # num_layers
         0.0,  # dropout

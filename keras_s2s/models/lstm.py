@@ -11,6 +11,8 @@ last real step's output (or zeros with `zero_output_for_mask`), and the final
 states of each sentence's last real token. On a GPU the padded batch runs as it
 is, with the cell state frozen on padding (no host-device synchronisation); on a
 CPU it runs packed (`torch.nn.utils.rnn`); see `keras_s2s.models._torch_lstm`.
+On a GPU a layer without a mask runs in the same kind of call instead of Keras'
+cuDNN call, whose weights torch compacts (and waits for the GPU) on every call.
 
 Under mixed precision (bfloat16 or float16 compute) on the other backends,
 where Keras has no fused kernel (TensorFlow on a CPU) the step loop keeps the
@@ -21,7 +23,7 @@ loses precision over long sequences. On a 2-core CPU this makes g2p_best's
 training step 1.17x faster (median, 1 and 2 threads; `bench/train.py --gates`).
 cuDNN, when TensorFlow sees a GPU, is still used first.
 
-Everything else (no mask under torch, a mask with holes, `go_backwards` under
+Everything else (no mask under torch on a CPU, a mask with holes, `go_backwards` under
 torch, dropout inside the cell, `unroll`) is `keras.layers.LSTM` unchanged,
 and the weights are the same variables, so checkpoints and exports do not see
 the difference.
@@ -49,8 +51,7 @@ class LSTM(keras.layers.LSTM):
         if keras.tree.is_nested(mask):
             mask = mask[0]
         if (
-            mask is not None
-            and keras.backend.backend() == "torch"
+            keras.backend.backend() == "torch"
             and self.use_cudnn in ("auto", True)
             and not (self.go_backwards or self.unroll or self.dropout or self.recurrent_dropout)
             and self.cell.use_bias
@@ -59,6 +60,15 @@ class LSTM(keras.layers.LSTM):
         ):
             from keras_s2s.models import _torch_lstm
 
+            if mask is None:
+                # On a GPU, Keras' own cuDNN call waits for the GPU (see `_torch_lstm`).
+                if _torch_lstm.on_gpu(sequences):
+                    return _torch_lstm.unmasked_lstm(
+                        sequences, initial_state[0], initial_state[1], kernel=self.cell.kernel,
+                        recurrent_kernel=self.cell.recurrent_kernel, bias=self.cell.bias,
+                        return_sequences=self.return_sequences,
+                    )
+                return super().inner_loop(sequences, initial_state, mask, training=training)
             out = _torch_lstm.masked_lstm(
                 sequences,
                 initial_state[0],

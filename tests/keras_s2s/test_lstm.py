@@ -26,7 +26,8 @@ rng = np.random.default_rng(0)
 def run(layer, x, mask, h0, c0, seed):
     # Outputs, then gradients of a random linear loss over every output for the input and each weight.
     xs = torch.tensor(x, requires_grad=True)
-    out = layer(xs, mask=torch.tensor(mask), initial_state=[torch.tensor(h0), torch.tensor(c0)])
+    mask = None if mask is None else torch.tensor(mask)
+    out = layer(xs, mask=mask, initial_state=[torch.tensor(h0), torch.tensor(c0)])
     draw = np.random.default_rng(seed)
     loss = sum((o * torch.tensor(draw.normal(size=tuple(o.shape)), dtype=torch.float32)).sum() for o in out)
     loss.backward()
@@ -34,8 +35,8 @@ def run(layer, x, mask, h0, c0, seed):
         v.value.grad.numpy() for v in layer.trainable_variables]
 
 
-def compare(mask, zero_output_for_mask=False):
-    batch, time = mask.shape
+def compare(mask, zero_output_for_mask=False, shape=None):
+    batch, time = mask.shape if shape is None else shape
     x = rng.normal(size=(batch, time, 6)).astype('float32')
     h0, c0 = (rng.normal(size=(batch, 8)).astype('float32') for _ in range(2))
     kwargs = dict(return_sequences=True, return_state=True, zero_output_for_mask=zero_output_for_mask)
@@ -68,6 +69,22 @@ for method in ("packed", "frozen"):
     compare(empty, zero_output_for_mask=True)
     declined = {"packed": 3, "frozen": 1}[method]
     assert _torch_lstm.CALLS['declined'] == before['declined'] + declined, (method, _torch_lstm.CALLS)
+
+# Without a mask, on a GPU: one fused call with the weights in one buffer (forced here on any device).
+on_gpu = _torch_lstm.on_gpu
+_torch_lstm.on_gpu = lambda inputs: True
+before = _torch_lstm.CALLS['unmasked']
+compare(None, shape=(5, 6))
+for return_sequences in (False, True):
+    layer = LSTM(8, return_sequences=return_sequences)
+    reference = keras.layers.LSTM(8, return_sequences=return_sequences)
+    layer.build((None, 4, 6))
+    reference.build((None, 4, 6))
+    reference.set_weights(layer.get_weights())
+    x = rng.normal(size=(3, 4, 6)).astype('float32')
+    np.testing.assert_allclose(layer(x).detach().numpy(), reference(x).detach().numpy(), atol=1e-5)
+assert _torch_lstm.CALLS['unmasked'] == before + 3, _torch_lstm.CALLS
+_torch_lstm.on_gpu = on_gpu
 
 # The whole model: logits and gradients with the fused encoder equal Keras' loop.
 config = ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, attention='luong', dropout=0.0,
