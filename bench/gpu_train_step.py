@@ -17,8 +17,9 @@ Variants, timed one after the other in the same process:
   `keras_s2s.models._torch_lstm._flat` (torch compacts them on every call, and waits);
 - `keras_s2s, batches on the device`: the same with the batch handed over as device tensors,
   as the PyTorch reference has it (Keras otherwise copies each numpy array in the step);
-- `keras_s2s, wait-free step`: that, with `keras_s2s.torch_step.install(model)`: Keras'
-  train step without its host-device waits (loss tracker, clipping, SGD update, step count);
+- `keras_s2s, wait-free step`: `keras_s2s` (numpy batches) with
+  `keras_s2s.torch_step.install(model)`: Keras' train step without its host-device waits
+  (the batch's copy after the forward pass, loss tracker, clipping, SGD update, step count);
 - `keras_s2s, wait-free step, float32_logits false`: that, with the vocabulary projection
   in the compute dtype (below);
 - `keras_s2s, packed encoder`: the same with the masked encoder run as packed sequences
@@ -267,7 +268,7 @@ def time_keras(variant, shape, args):
             assert torch_step.install(model), "the SGD update should be the wait-free one"
         source, decoder_in, target = _data(shape, args.batch, args.length)
         weights = np.ones_like(target, dtype="float32")
-        if variant == "device_batches" or variant.startswith("wait_free"):
+        if variant == "device_batches":
             source, decoder_in, target, weights = (keras.ops.convert_to_tensor(a)
                                                    for a in (source, decoder_in, target, weights))
         x = {"source_ids": source, "decoder_input_ids": decoder_in}

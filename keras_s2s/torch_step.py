@@ -12,7 +12,9 @@ host's time plus the GPU's instead of the larger of the two
 
 `install(model)` replaces the compiled model's `train_step` with one that does
 what Keras' does, in the same order and with the same results, without those
-waits: the batch size and the constants are device tensors made once, and for
+waits: the batch goes to the device before any work is queued (Keras copies the
+targets in the loss, after the forward pass), the batch size and the constants are
+device tensors made once, and for
 plain SGD (no momentum) the clipping by global norm and the update are
 `torch._foreach_*` calls with the learning rate as a device tensor. Any other
 optimizer, or an option the fast update does not cover (per-variable clipping,
@@ -68,6 +70,9 @@ def _constant(value, dtype, device) -> torch.Tensor:
 
 def train_step(model, fast, data):
     """Keras' torch `TorchTrainer.train_step`, without host-device waits (`fast`: the SGD update here)."""
+    # The whole batch goes to the device first, before any work is queued: Keras would copy
+    # the targets and weights in the loss, after the forward pass, and wait for it.
+    data = keras.tree.map_structure(lambda a: a if a is None else keras.ops.convert_to_tensor(a), data)
     x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
     y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
     model.zero_grad()
