@@ -50,7 +50,8 @@ def compare(mask, zero_output_for_mask=False, shape=None):
     got = run(ours, x, mask, h0, c0, seed)
     want = run(reference, x, mask, h0, c0, seed)
     for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        # cuDNN sums in another order than Keras' loop: 5e-5 apart on an H200 (float32, no TF32).
+        np.testing.assert_allclose(a, b, atol=1e-4 if GPU else 1e-5)
 
 
 def right_padded(lengths, time):
@@ -85,7 +86,8 @@ for return_sequences in (False, True):
     reference.build((None, 4, 6))
     reference.set_weights(layer.get_weights())
     x = rng.normal(size=(3, 4, 6)).astype('float32')
-    np.testing.assert_allclose(layer(x).detach().cpu().numpy(), reference(x).detach().cpu().numpy(), atol=1e-5)
+    np.testing.assert_allclose(layer(x).detach().cpu().numpy(), reference(x).detach().cpu().numpy(),
+                               atol=1e-4 if GPU else 1e-5)
 assert _torch_lstm.CALLS['unmasked'] == before + 3, _torch_lstm.CALLS
 _torch_lstm.on_gpu = on_gpu
 
