@@ -175,7 +175,9 @@ def _profile(step, folder, name, steps=5):
     wall = (time.perf_counter() - start) / steps
     averages = prof.key_averages()
     sort_gpu = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    gpu_busy = sum(getattr(e, "self_device_time_total", 0) for e in averages) / steps / 1e3
+    # Kernels only: an operator's row repeats its kernels' time.
+    gpu_busy = sum(e.self_device_time_total for e in averages
+                   if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA) / steps / 1e3
     with open(os.path.join(folder, f"{name}.profile.txt"), "w", encoding="utf-8") as handle:
         handle.write(f"{steps} steps, wall {1000 * wall:.1f} ms/step under the profiler, "
                      f"GPU kernels busy {gpu_busy:.1f} ms/step\n\n")
