@@ -1,25 +1,27 @@
-"""A training step for the torch backend that never waits for the GPU.
+"""A training step for the torch backend without the waits Keras' step adds.
 
 Keras' torch `train_step` makes the host wait for the GPU several times per step
-(`torch.cuda.set_sync_debug_mode("warn")` lists each): the loss tracker converts
-the batch size, a Python int, to a CUDA tensor (a blocking host-to-device copy);
-gradient clipping converts `1.0`; plain SGD passes the learning rate, a CUDA
-tensor, as `torch._foreach_add_`'s `alpha`, a Python number (a device-to-host
-read); the iteration counter adds the Python int `1`. Each wait drains the GPU's
-queue, so the host's next kernels start on an idle GPU and the step costs the
-host's time plus the GPU's instead of the larger of the two
-(`bench/gpu_train_step.py`).
+(`torch.cuda.set_sync_debug_mode("warn")` lists each): it copies numpy targets and
+weights to the device in the loss, after the forward pass is queued; the loss
+tracker converts the batch size, a Python int, to a CUDA tensor (a blocking
+host-to-device copy); gradient clipping converts `1.0`; plain SGD passes the
+learning rate, a CUDA tensor, as `torch._foreach_add_`'s `alpha`, a Python number
+(a device-to-host read); the iteration counter adds the Python int `1`. Each wait
+drains the GPU's queue, so the host's next kernels start on an idle GPU.
 
 `install(model)` replaces the compiled model's `train_step` with one that does
 what Keras' does, in the same order and with the same results, without those
-waits: the batch goes to the device before any work is queued (Keras copies the
-targets in the loss, after the forward pass), the batch size and the constants are
-device tensors made once, and for
-plain SGD (no momentum) the clipping by global norm and the update are
-`torch._foreach_*` calls with the learning rate as a device tensor. Any other
-optimizer, or an option the fast update does not cover (per-variable clipping,
-weight decay, EMA, gradient accumulation, loss scaling), keeps Keras' own
-`optimizer.apply` for the update (the loss tracker still avoids its wait).
+waits: the batch goes to the device before any work is queued, the batch size is
+a device tensor made once, and for plain SGD (no momentum) the clipping by global
+norm and the update are `torch._foreach_*` calls with the learning rate as a device
+tensor. Any other optimizer, or an option the fast update does not cover
+(per-variable clipping, weight decay, EMA, gradient accumulation, loss scaling),
+keeps Keras' own `optimizer.apply` for the update. What still waits: the step's
+start (the batch's copy, Keras' mask of the embeddings) and whoever reads the loss.
+
+It pays where the GPU's queue is long at those points. For the paper shape at
+batch 128 on an H200 the step is bound by the host's Python time and the gain was
+within the noise (`bench/gpu_train_step.py`, BENCHMARKS.md).
 
 Imported only under `KERAS_BACKEND=torch`.
 """
