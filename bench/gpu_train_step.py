@@ -34,6 +34,10 @@ Variants, timed one after the other in the same process:
   SGD, `clip_grad_norm_`): what the same GPU gives without Keras;
 - `PyTorch reference, one cuDNN call per layer`: the same with each layer its own `nn.LSTM`,
   as the layers of a Keras model are.
+With `--interleave`, the listed variants (only those that change nothing global:
+keras_s2s, device_batches, wait_free_step, wait_free_bf16_logits, bf16_logits) are built
+side by side and their steps timed in turns, round r starting at the r-th variant, so a
+drifting machine weighs on all of them alike; ratios are against the first variant.
 With `--profile DIR`, the `keras_s2s`, `wait-free step` and per-layer reference rows also run a few steps under
 `torch.profiler`; the operators' tables (by GPU time, by CPU time) and, on a GPU, the Python
 stacks of every host-device synchronisation in one step are written to DIR.
@@ -235,15 +239,10 @@ def _data(config, batch, length):
 
 def time_keras(variant, shape, args):
     import keras
-    import numpy as np
 
-    from keras_s2s.config import ModelConfig
-    from keras_s2s.losses import SequenceCrossEntropy
-    from keras_s2s.models import build_seq2seq
     from keras_s2s.models import _torch_lstm
     from keras_s2s.models.lstm import LSTM
 
-    keras.mixed_precision.set_global_policy("float32" if args.precision == "float32" else f"mixed_{args.precision}")
     original_loop, original_method = LSTM.inner_loop, _torch_lstm.METHOD
     original_flat, original_on_gpu = _torch_lstm._flat, _torch_lstm.on_gpu
     if variant == "separate_weights":
@@ -261,35 +260,71 @@ def time_keras(variant, shape, args):
 
         LSTM.inner_loop = unmasked
     try:
-        config = ModelConfig(**dict(shape, float32_logits=variant not in ("bf16_logits", "wait_free_bf16_logits")))
-        model = build_seq2seq(config)
-        model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
-        if variant.startswith("wait_free"):
-            from keras_s2s import torch_step
-
-            assert torch_step.install(model), "the SGD update should be the wait-free one"
-        source, decoder_in, target = _data(shape, args.batch, args.length)
-        weights = np.ones_like(target, dtype="float32")
-        if variant == "device_batches":
-            source, decoder_in, target, weights = (keras.ops.convert_to_tensor(a)
-                                                   for a in (source, decoder_in, target, weights))
-        x = {"source_ids": source, "decoder_input_ids": decoder_in}
+        model, train = _keras_step(variant, shape, args)
         counter = PathCounter().install()
         steps = args.slow_steps if variant == "stock_keras_lstm" else args.steps
         try:
-            step, times = _time(lambda: model.train_on_batch(x, target, sample_weight=weights), args.warmup, steps,
-                                counter)
+            step, times = _time(train, args.warmup, steps, counter)
         finally:
             counter.uninstall()
         paths = counter.per_step(steps)
         if args.profile and variant in ("keras_s2s", "wait_free_step"):
-            _profile(lambda: model.train_on_batch(x, target, sample_weight=weights), args.profile, variant)
-        loss = float(model.train_on_batch(x, target, sample_weight=weights))
+            _profile(train, args.profile, variant)
+        loss = float(train())
     finally:
         LSTM.inner_loop, _torch_lstm.METHOD = original_loop, original_method
         _torch_lstm._flat, _torch_lstm.on_gpu = original_flat, original_on_gpu
     del model
     return step, times, paths, loss
+
+
+def _keras_step(variant, shape, args):
+    """`(model, step)`: the variant's compiled model and a function running one training step."""
+    import keras
+    import numpy as np
+
+    from keras_s2s.config import ModelConfig
+    from keras_s2s.losses import SequenceCrossEntropy
+    from keras_s2s.models import build_seq2seq
+
+    keras.mixed_precision.set_global_policy("float32" if args.precision == "float32" else f"mixed_{args.precision}")
+    config = ModelConfig(**dict(shape, float32_logits=variant not in ("bf16_logits", "wait_free_bf16_logits")))
+    model = build_seq2seq(config)
+    model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
+    if variant.startswith("wait_free"):
+        from keras_s2s import torch_step
+
+        assert torch_step.install(model), "the SGD update should be the wait-free one"
+    source, decoder_in, target = _data(shape, args.batch, args.length)
+    weights = np.ones_like(target, dtype="float32")
+    if variant == "device_batches":
+        source, decoder_in, target, weights = (keras.ops.convert_to_tensor(a)
+                                               for a in (source, decoder_in, target, weights))
+    x = {"source_ids": source, "decoder_input_ids": decoder_in}
+    return model, lambda: model.train_on_batch(x, target, sample_weight=weights)
+
+
+# Variants that change nothing global, so their models can take turns step by step.
+INTERLEAVABLE = ("keras_s2s", "device_batches", "wait_free_step", "wait_free_bf16_logits", "bf16_logits")
+
+
+def time_interleaved(variants, shape, args):
+    """Times the variants' steps in turns (round r starts at variant r mod n): machine drift
+    then falls on every variant alike. Returns `{variant: (median, times, loss)}`."""
+    steps = {variant: _keras_step(variant, shape, args)[1] for variant in variants}
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    _sync()
+    times = {variant: [] for variant in variants}
+    for turn in range(args.steps):
+        for k in range(len(variants)):
+            variant = variants[(turn + k) % len(variants)]
+            start = time.perf_counter()
+            steps[variant]()
+            _sync()
+            times[variant].append(time.perf_counter() - start)
+    return {variant: (median(times[variant]), times[variant], float(steps[variant]())) for variant in variants}
 
 
 def time_torch_reference(shape, args, per_layer=False):
@@ -369,6 +404,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small shape (smoke test)")
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/gpu_train_step.json)")
     parser.add_argument("--profile", default=None, help="folder for torch.profiler tables of the keras_s2s row")
+    parser.add_argument("--interleave", action="store_true",
+                        help=f"time the variants step by step in turns (only {', '.join(INTERLEAVABLE)})")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -382,6 +419,14 @@ def main(argv=None) -> int:
     words = 2 * args.batch * args.length
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     rows, failed = [], []
+    if args.interleave:
+        if set(variants) - set(INTERLEAVABLE):
+            parser.error(f"--interleave takes only {list(INTERLEAVABLE)}")
+        for variant, (step, times, loss) in time_interleaved(variants, shape, args).items():
+            rows.append({"variant": LABELS[variant], "step ms (median)": 1000 * step,
+                         "step ms (all)": [round(1000 * t, 2) for t in times], "words/s": words / step,
+                         "LSTM calls per step": {}, "loss after": loss, "interleaved": True})
+        variants = []
     for variant in variants:
         try:
             if variant.startswith("torch_reference"):
@@ -403,17 +448,20 @@ def main(argv=None) -> int:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     reference = next((r["words/s"] for r in rows if r["variant"] == LABELS["torch_reference"]), None)
+    against = "vs PyTorch reference"
+    if args.interleave:  # against the first variant, timed in the same turns
+        reference, against = rows[0]["words/s"], f"vs {rows[0]['variant']}"
     for row in rows:
-        row["vs PyTorch reference"] = row["words/s"] / reference if reference else None
+        row[against] = row["words/s"] / reference if reference else None
 
     print(f"\ndevice {device}, backend {keras.backend.backend()}, {args.precision}, batch {args.batch}, "
-          f"lengths {args.length}, {words:,} words per step")
+          f"lengths {args.length}, {words:,} words per step" + (", steps timed in turns" if args.interleave else ""))
     printed = [{"variant": row["variant"], "step ms (median)": row["step ms (median)"], "words/s": row["words/s"],
-                "vs PyTorch reference": f"{row['vs PyTorch reference']:.2f}x" if row["vs PyTorch reference"] else "-",
+                against: f"{row[against]:.2f}x" if row[against] else "-",
                 "LSTM calls per step": ", ".join(f"{k} {v:g}" for k, v in row["LSTM calls per step"].items()) or "-"}
                for row in rows]
     printed += [{"variant": row["variant"], "step ms (median)": f"failed: {row['error'][:80]}"} for row in failed]
-    print(table(printed, ["variant", "step ms (median)", "words/s", "vs PyTorch reference", "LSTM calls per step"]))
+    print(table(printed, ["variant", "step ms (median)", "words/s", against, "LSTM calls per step"]))
     result = {"machine": machine(), "commit": git_commit(), "backend": keras.backend.backend(), "device": device,
               "precision": args.precision, "shape": shape, "batch": args.batch, "length": args.length,
               "rows": rows, "failed": failed}
