@@ -38,8 +38,8 @@ With `--interleave`, the listed variants (only those that change nothing global:
 keras_s2s, device_batches, wait_free_step, wait_free_bf16_logits, bf16_logits) are built
 side by side and their steps timed in turns, round r starting at the r-th variant, so a
 drifting machine weighs on all of them alike; ratios are against the first variant.
-With `--profile DIR`, the `keras_s2s`, `wait-free step` and per-layer reference rows also run a few steps under
-`torch.profiler`; the operators' tables (by GPU time, by CPU time) and, on a GPU, the Python
+With `--profile DIR`, the `keras_s2s`, `wait-free step` and per-layer reference rows also
+run a few steps under `torch.profiler`; the operators' tables (by GPU time, by CPU time) and, on a GPU, the Python
 stacks of every host-device synchronisation in one step are written to DIR.
 Each row also counts the LSTM layer calls per step by the path they took.
 """
@@ -57,7 +57,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
 
-VARIANTS = ("keras_s2s", "separate_weights", "device_batches", "wait_free_step", "wait_free_bf16_logits", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
+VARIANTS = ("keras_s2s", "separate_weights", "device_batches", "wait_free_step", "wait_free_bf16_logits",
+            "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
             "torch_reference_per_layer")
 LABELS = {
     "keras_s2s": "keras_s2s",
