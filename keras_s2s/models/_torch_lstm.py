@@ -66,6 +66,32 @@ def _flat(weights):
     return views
 
 
+def _fused(data, h0, c0, weight_ih, recurrent_kernel, bias, batch_sizes=None):
+    """One LSTM layer in torch's fused op (cuDNN on a GPU), with Keras' variables as its
+    weights so gradients reach them.
+
+    Args:
+        data: `(batch, time, features)`, or a packed sequence's data with `batch_sizes`.
+        h0, c0: `(batch, units)`, in `weight_ih`'s dtype.
+        weight_ih: `(features, 4 * units)` in the compute dtype (Keras' kernel, gates
+            i, f, c, o: torch's order too).
+        recurrent_kernel, bias: Keras' other two weights.
+
+    Returns:
+        torch's `(outputs, h_n, c_n)`, the states with a leading layer axis.
+    """
+    dtype = weight_ih.dtype
+    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
+    weights = _flat([weight_ih.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
+                     torch.zeros_like(bias_ih)])
+    hx = (h0.unsqueeze(0), c0.unsqueeze(0))
+    # has_biases, num_layers, dropout, train, bidirectional
+    flags = (True, 1, 0.0, torch.is_grad_enabled(), False)
+    if batch_sizes is None:
+        return torch._VF.lstm(data, hx, weights, *flags, True)  # batch_first
+    return torch._VF.lstm(data, batch_sizes, hx, weights, *flags)
+
+
 def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, return_sequences):
     """One LSTM layer without a mask in one fused call, as Keras' torch `lstm` runs it.
 
@@ -74,21 +100,8 @@ def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, 
     """
     kernel = keras.ops.convert_to_tensor(kernel)
     dtype = kernel.dtype
-    inputs = torch.as_tensor(inputs).to(dtype)
-    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
-    weights = _flat([kernel.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
-                     torch.zeros_like(bias_ih)])
-    outputs, h_n, c_n = torch._VF.lstm(
-        inputs,
-        (torch.as_tensor(initial_h).to(dtype).unsqueeze(0), torch.as_tensor(initial_c).to(dtype).unsqueeze(0)),
-        weights,
-        True,  # has_biases
-        1,  # num_layers
-        0.0,  # dropout
-        torch.is_grad_enabled(),  # train
-        False,  # bidirectional
-        True,  # batch_first
-    )
+    outputs, h_n, c_n = _fused(torch.as_tensor(inputs).to(dtype), torch.as_tensor(initial_h).to(dtype),
+                               torch.as_tensor(initial_c).to(dtype), kernel, recurrent_kernel, bias)
     CALLS["unmasked"] += 1
     last_output = outputs[:, -1]
     if not return_sequences:
@@ -138,24 +151,9 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
         return None
     packed = pack_padded_sequence(inputs, lengths_host, batch_first=True, enforce_sorted=False)
     order = packed.sorted_indices
-    h0 = torch.as_tensor(initial_h).to(dtype).index_select(0, order).unsqueeze(0)
-    c0 = torch.as_tensor(initial_c).to(dtype).index_select(0, order).unsqueeze(0)
-    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
-    weights = _flat([kernel.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
-                     torch.zeros_like(bias_ih)])
-    # The packed form of the op behind torch.nn.LSTM, with Keras' variables as its
-    # weights so gradients reach them.
-    data, h_n, c_n = torch._VF.lstm(
-        packed.data,
-        packed.batch_sizes,
-        (h0, c0),
-        weights,
-        True,  # has_biases
-        1,  # num_layers
-        0.0,  # dropout
-        torch.is_grad_enabled(),  # train
-        False,  # bidirectional
-    )
+    h0 = torch.as_tensor(initial_h).to(dtype).index_select(0, order)
+    c0 = torch.as_tensor(initial_c).to(dtype).index_select(0, order)
+    data, h_n, c_n = _fused(packed.data, h0, c0, kernel, recurrent_kernel, bias, batch_sizes=packed.batch_sizes)
     restore = packed.unsorted_indices
     h_n = h_n[0].index_select(0, restore)
     c_n = c_n[0].index_select(0, restore)
@@ -210,24 +208,12 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     units = recurrent_kernel.shape[0]
     # The indicator and zeros up to a multiple of 8 features (tensor cores' alignment).
     extra = 8 - kernel.shape[0] % 8
-    bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
-    weights = _flat([torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)]).t(),
-                     recurrent_kernel.t(), bias_ih, torch.zeros_like(bias_ih)])
     initial_h = torch.as_tensor(initial_h).to(dtype)
     initial_c = torch.as_tensor(initial_c).to(dtype)
     indicator = torch.nn.functional.pad((~mask).to(dtype).unsqueeze(-1), (0, extra - 1))
     data = torch.cat([inputs, indicator], dim=-1)
-    outputs, _, c_n = torch._VF.lstm(
-        data,
-        (initial_h.unsqueeze(0), initial_c.unsqueeze(0)),
-        weights,
-        True,  # has_biases
-        1,  # num_layers
-        0.0,  # dropout
-        torch.is_grad_enabled(),  # train
-        False,  # bidirectional
-        True,  # batch_first
-    )
+    weight_ih = torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)])
+    outputs, _, c_n = _fused(data, initial_h, initial_c, weight_ih, recurrent_kernel, bias)
     CALLS["frozen"] += 1
     empty = (lengths == 0)[:, None]
     last_real = outputs[torch.arange(batch, device=outputs.device), (lengths - 1).clamp(min=0)]
