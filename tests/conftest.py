@@ -1,6 +1,7 @@
 """Shared test set-up: quiet TensorFlow, two logical CPUs, a tiny trained run."""
 
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,6 +27,16 @@ def _split_cpu() -> None:
 
 
 _split_cpu()
+
+
+def run_under_torch(code: str) -> str:
+    """Runs `code` in a new Python process under `KERAS_BACKEND=torch`; returns its stdout.
+    The test fails, with the process's stderr, when it exits with an error."""
+    environment = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def tiny_config(**overrides):

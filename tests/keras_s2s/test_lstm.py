@@ -1,16 +1,11 @@
 """keras_s2s.models.lstm.LSTM: under torch both fused paths (packed, frozen) equal Keras' loop;
 under mixed precision on TensorFlow's CPU loop the gates and cell state run in float32."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from conftest import run_under_torch
 from keras_s2s.models.lstm import LSTM
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CODE = r"""
 import sys
@@ -125,11 +120,7 @@ print('ok')
 
 
 def test_masked_lstm_runs_fused_under_torch_and_matches_keras_loop():
-    environment = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", CODE], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-1:] == ["ok"]
+    assert run_under_torch(CODE).split()[-1:] == ["ok"]
 
 
 def _lstm_outputs_and_gradients(layer, x, mask, h0, c0):

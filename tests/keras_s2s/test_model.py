@@ -1,15 +1,11 @@
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 
+from conftest import run_under_torch
 from keras_s2s.config import ModelConfig
 from keras_s2s.models import build_inference_models, build_seq2seq
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CASES = [
     dict(attention="none", bidirectional_encoder=False, num_layers=1),
     dict(attention="none", bidirectional_encoder=False, num_layers=3),
@@ -109,11 +105,7 @@ print(keras.backend.backend(), first > last)
 
 
 def test_model_builds_and_trains_without_tensorflow():
-    environment = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", MODEL_CODE_WITHOUT_TENSORFLOW], cwd=ROOT,
-                            env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["torch", "True"]
+    assert run_under_torch(MODEL_CODE_WITHOUT_TENSORFLOW).split() == ["torch", "True"]
 
 
 @pytest.mark.parametrize("float32_logits", [True, False])

@@ -1,11 +1,7 @@
 """keras_s2s.torch_step: the torch training step without host-device waits trains exactly
 as Keras' own `train_step` (weights, loss, step count), with and without clipping."""
 
-import os
-import subprocess
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import run_under_torch
 
 CODE = r"""
 import sys
@@ -76,8 +72,4 @@ print('ok')
 
 
 def test_wait_free_torch_step_trains_as_keras_train_step():
-    environment = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", CODE], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-1:] == ["ok"]
+    assert run_under_torch(CODE).split()[-1:] == ["ok"]
