@@ -20,8 +20,8 @@ keeps Keras' own `optimizer.apply` for the update. What still waits: the step's
 start (the batch's copy, Keras' mask of the embeddings) and whoever reads the loss.
 
 It pays where the GPU's queue is long at those points. For the paper shape on an
-H200 the step is mostly bound by the host's Python time: 1.075x at batch 128 and
-1.035x at batch 256, timed in turns with Keras' step (`bench/gpu_train_step.py
+H200 the step is mostly bound by the host's Python time: 1.075-1.086x at batch 128
+and 1.035-1.039x at batch 256, timed in turns with Keras' step (two runs) (`bench/gpu_train_step.py
 --interleave`, BENCHMARKS.md).
 
 Imported only under `KERAS_BACKEND=torch`.
