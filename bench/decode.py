@@ -18,6 +18,7 @@ onnxruntime's rate for one plain MatMul with the same weights, measured in the s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -149,6 +150,71 @@ def _step_rate(step, state_for_rows, rows: int, flops_per_row: float) -> tuple[f
     return seconds * 1000, flops_per_row * rows / seconds / 1e9
 
 
+def _step_state(model_config, rows: int) -> dict:
+    """A decoder step's state for `rows` rows (zero LSTM states, 30 source steps)."""
+    import numpy as np
+
+    layers, hidden = model_config.num_layers, model_config.hidden_dim
+    state = {"states": np.zeros([2 * layers, rows, hidden], np.float32)}
+    if model_config.attention == "luong":
+        state["encoder_outputs"] = np.random.default_rng(0).standard_normal([rows, 30, hidden]).astype(np.float32)
+        state["source_lengths"] = np.full([rows], 30, np.int32)
+    return state
+
+
+def _thread_rows(name, threads, directory, model_config, row_counts, rounds=15) -> list[dict]:
+    """The decoder step (beam 5's call) on every thread and on one, at a few row counts,
+    the two timed in turns: where one thread wins, the translator runs the step on one
+    (`serving.translator.ONE_THREAD_MFLOP`)."""
+    import numpy as np
+
+    from serving.translator import DecoderStepSession
+
+    flops_per_row, _ = _weight_flops_per_row(os.path.join(directory, "decoder_step.onnx"))
+    out = []
+    for variant, suffix in (("float32", ""), ("INT8", ".int8")):
+        path = os.path.join(directory, f"decoder_step{suffix}.onnx")
+        every, one = (DecoderStepSession(path, ["CPUExecutionProvider"], count) for count in (threads, 1))
+        for rows in row_counts:
+            tokens, state = np.full([rows], 5, np.int32), _step_state(model_config, rows)
+            times = {"every": [], "one": []}
+            for session in (every, one):
+                for _ in range(3):
+                    session(tokens, state, top_k=10)
+            for _ in range(rounds):
+                for key, session in (("every", every), ("one", one)):
+                    start = time.perf_counter()
+                    session(tokens, state, top_k=10)
+                    times[key].append(time.perf_counter() - start)
+            every_ms, one_ms = 1000 * median(times["every"]), 1000 * median(times["one"])
+            out.append({"model": name, "threads": threads, "variant": variant, "rows": rows,
+                        "MFLOP/call": flops_per_row * rows / 1e6, "ms, all threads": every_ms,
+                        "ms on 1 thread": one_ms, "1 thread speed-up": every_ms / one_ms})
+    return out
+
+
+def _one_thread_latency(name, threads, engine, translator, sources, beam=5) -> dict:
+    """p50 / p90 ms per sentence at batch 1 with the translator's one-thread small steps
+    and with every step on all threads, the two in turns sentence by sentence."""
+    step = translator.decoder_step
+    threshold = step.one_thread_rows
+    times = {threshold: [], 0: []}
+    translator.translate_ids(sources[:1], beam_size=beam, batch_size=1)
+    for source in sources:
+        for rows in (threshold, 0):
+            step.one_thread_rows = rows
+            start = time.perf_counter()
+            translator.translate_ids([source], beam_size=beam, batch_size=1)
+            times[rows].append(time.perf_counter() - start)
+    step.one_thread_rows = threshold
+    on, off = (percentile(times[key], 50) * 1000 for key in (threshold, 0))
+    return {"model": name, "threads": threads, "engine": engine, "search": f"beam {beam}",
+            "one-thread below rows": threshold, "p50 ms, one-thread small steps": on,
+            "p90 ms, one-thread small steps": percentile(times[threshold], 90) * 1000,
+            "p50 ms, all threads": off, "p90 ms, all threads": percentile(times[0], 90) * 1000,
+            "speed-up p50": off / on}
+
+
 def _step_row(name, threads, step32, step8, step_path, model_config) -> dict:
     """The decoder step alone: milliseconds at 160 rows (batch 32 x beam 5) and at 5 rows
     (batch 1 x beam 5), float32 and INT8, called as the translator calls it for beam 5
@@ -157,14 +223,10 @@ def _step_row(name, threads, step32, step8, step_path, model_config) -> dict:
     import numpy as np
 
     flops_per_row, _ = _weight_flops_per_row(step_path)
-    layers, hidden = model_config.num_layers, model_config.hidden_dim
+    hidden = model_config.hidden_dim
 
-    def state_for_rows(count, attention=model_config.attention == "luong"):
-        state = {"states": np.zeros([2 * layers, count, hidden], np.float32)}
-        if attention:
-            state["encoder_outputs"] = np.random.default_rng(0).standard_normal([count, 30, hidden]).astype(np.float32)
-            state["source_lengths"] = np.full([count], 30, np.int32)
-        return state
+    def state_for_rows(count):
+        return _step_state(model_config, count)
 
     def beam_step(session):
         return lambda tokens, state: session(tokens, state, top_k=10)
@@ -236,7 +298,8 @@ def worker(args) -> dict:
     from keras_s2s.config import Config, DecodeConfig
     from keras_s2s.evaluation import KerasTranslator, load_run
     from serving.search import decode_in_batches
-    from serving.translator import DecoderStepSession, EncoderSession, Translator
+    from serving.translator import (ONE_THREAD_MFLOP, DecoderStepSession, EncoderSession, Translator,
+                                    step_mflop_per_row)
 
     rows = []
     models = []
@@ -266,8 +329,11 @@ def worker(args) -> dict:
             def __init__(self, suffix):
                 self.encoder = EncoderSession(os.path.join(directory, f"encoder{suffix}.onnx"),
                                               ["CPUExecutionProvider"], threads)
-                self.decoder_step = DecoderStepSession(os.path.join(directory, f"decoder_step{suffix}.onnx"),
-                                                       ["CPUExecutionProvider"], threads)
+                # As `Translator` opens a bundle's step: small calls on one thread.
+                rule = ONE_THREAD_MFLOP["int8" if suffix else "float32"]
+                self.decoder_step = DecoderStepSession(
+                    os.path.join(directory, f"decoder_step{suffix}.onnx"), ["CPUExecutionProvider"], threads,
+                    one_thread_rows=int(rule / step_mflop_per_row(dataclasses.asdict(model_config))))
 
             def translate_ids(self, sources, beam_size, batch_size):
                 def step(tokens, state):  # as the bundle translator calls it
@@ -322,6 +388,14 @@ def worker(args) -> dict:
 
         rows.append(_step_row(name, threads, ort32.decoder_step, ort8.decoder_step, step_path, model_config))
         print(json.dumps(rows[-1]), file=sys.stderr)
+        if threads > 1:
+            for engine, translator in engines[:2]:
+                if translator.decoder_step.one_thread_rows:
+                    rows.append(_one_thread_latency(name, threads, engine, translator, latency_sources))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+            counts = (1, 5, 20) if paper else (5, 10, 20, 40, 80)
+            rows += _thread_rows(name, threads, os.path.dirname(step_path), model_config, counts)
+            print(json.dumps(rows[-1]), file=sys.stderr)
     if args.compare_traced and args.bundle:
         # The same trained step as tf2onnx traces it from the Keras step model.
         import onnx
@@ -346,7 +420,7 @@ def worker(args) -> dict:
 
 def _ratios(rows: list[dict]) -> list[dict]:
     """The ratios the targets are stated in, per model and thread count."""
-    index = {(r["model"], r["threads"], r["engine"], r.get("search")): r for r in rows}
+    index = {(r["model"], r["threads"], r["engine"], r.get("search")): r for r in rows if "sent/s @32" in r}
     out = []
     for (model, threads, engine, search), row in index.items():
         if engine != "onnxruntime float32":
@@ -413,6 +487,8 @@ def main(argv=None) -> int:
 
     speed = [r for r in rows if "sent/s @32" in r]
     steps = [r for r in rows if "GFLOP/s @160" in r]
+    one_thread = [r for r in rows if "speed-up p50" in r]
+    thread_rows = [r for r in rows if "1 thread speed-up" in r]
     ratios = _ratios(rows)
     print(table(speed, ["model", "threads", "engine", "search", "sent/s @32", "p50 ms @1", "p90 ms @1",
                         "ms/step @1", "steps/sentence @1", "in onnxruntime %"]))
@@ -422,6 +498,15 @@ def main(argv=None) -> int:
     print()
     print(table(steps, ["model", "threads", "MFLOP/row", "ms @160 f32", "ms @160 INT8", "ms @5 f32", "ms @5 INT8",
                         "f32 / INT8 @5", "GFLOP/s @160", "plain MatMul GFLOP/s", "step / plain %"]))
+    if one_thread:
+        print()
+        print(table(one_thread, ["model", "threads", "engine", "search", "one-thread below rows",
+                                 "p50 ms, one-thread small steps", "p90 ms, one-thread small steps",
+                                 "p50 ms, all threads", "p90 ms, all threads", "speed-up p50"]))
+    if thread_rows:
+        print()
+        print(table(thread_rows, ["model", "threads", "variant", "rows", "MFLOP/call", "ms, all threads",
+                                  "ms on 1 thread", "1 thread speed-up"]))
     payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios}
     print("wrote", write_result("decode", payload, args.out), file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import warnings
 from typing import Sequence
 
@@ -141,11 +142,45 @@ class EncoderSession:
         return dict(zip(self.output_names, outputs))
 
 
-class DecoderStepSession:
-    """One decoder step as a `serving.search` step function."""
+# A decoder step with little work per call runs faster on one thread than on several:
+# onnxruntime hands its small nodes to the other threads and waits for them. Measured on
+# `bible_small` (2 x 256, 4k vocabulary) on 2 cores, one step at 5 rows (batch 1, beam 5):
+# 0.33 ms float32 and 0.16 ms INT8 on one thread against 0.38 and 0.21 ms on two; two
+# threads win from about 15 rows float32 (70 MFLOP) and 30 rows INT8 (135 MFLOP), and on
+# the paper shape (128 MFLOP per row) at every row count (BENCHMARKS.md). Below these MFLOP
+# per call the step runs on one thread.
+ONE_THREAD_MFLOP = {"float32": 50.0, "int8": 100.0}
 
-    def __init__(self, path: str, providers, num_threads: int | None):
+
+def step_mflop_per_row(model: dict) -> float:
+    """2 x the weights one row multiplies in a decoder step (LSTM layers, attention, output
+    projection), in millions, from a manifest's `config.model`."""
+    hidden = int(model["hidden_dim"])
+    weights = 0
+    for layer in range(int(model["num_layers"])):
+        inputs = int(model["embedding_dim"]) if layer == 0 else hidden
+        weights += (inputs + hidden) * 4 * hidden
+    if model.get("attention", "none") != "none":
+        weights += 3 * hidden * hidden  # the query's and the combination's matrices
+    weights += hidden * int(model["target_vocabulary_size"])
+    return 2.0 * weights / 1e6
+
+
+class DecoderStepSession:
+    """One decoder step as a `serving.search` step function.
+
+    With `one_thread_rows`, calls with fewer rows run in a second, one-thread session
+    (opened on first use, CPU only; see `ONE_THREAD_MFLOP`); its results are the same.
+    """
+
+    def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
         self.session = _open_session(path, providers, num_threads)
+        self._path, self._providers = path, providers
+        threads = num_threads or os.cpu_count() or 1
+        cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
+        self.one_thread_rows = one_thread_rows if threads > 1 and cpu_only else 0
+        self._one_thread = None
+        self._lock = threading.Lock()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         if not {"token_ids", "states"} <= set(self.input_names) or not {
@@ -161,13 +196,23 @@ class DecoderStepSession:
         `(values, ids)` of the k best tokens per row instead of all log-probabilities."""
         feeds = {name: state[name] for name in self._state_inputs}
         feeds["token_ids"] = token_ids.astype(np.int32, copy=False)
+        session = self.session
+        if len(token_ids) < self.one_thread_rows:
+            session = self._one_thread_session()
         if self.has_top_k:
             feeds["top_k"] = np.array([top_k or 1], np.int64)
             if top_k:
-                values, ids, next_states = self.session.run(["top_log_probs", "top_ids", "next_states"], feeds)
+                values, ids, next_states = session.run(["top_log_probs", "top_ids", "next_states"], feeds)
                 return (values, ids), {"states": next_states}
-        log_probs, next_states = self.session.run(["log_probs", "next_states"], feeds)
+        log_probs, next_states = session.run(["log_probs", "next_states"], feeds)
         return log_probs, {"states": next_states}
+
+    def _one_thread_session(self):
+        if self._one_thread is None:
+            with self._lock:
+                if self._one_thread is None:
+                    self._one_thread = _open_session(self._path, self._providers, 1)
+        return self._one_thread
 
 
 class Translator:
@@ -199,7 +244,12 @@ class Translator:
         except (AttributeError, TypeError, ValueError) as error:
             raise BundleError(f"{manifest_path}: malformed ({error})") from None
         self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
-        self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads)
+        try:
+            one_thread_rows = int(ONE_THREAD_MFLOP[variant] / step_mflop_per_row(manifest["config"]["model"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a bundle without its model's shape
+            one_thread_rows = 0
+        self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads,
+                                               one_thread_rows=one_thread_rows)
         self.source_vocabulary = _load_vocabulary(os.path.join(bundle_dir, source_file))
         self.target_vocabulary = _load_vocabulary(os.path.join(bundle_dir, target_file))
 

@@ -20,17 +20,26 @@ def _run(args, tmp_path):
 
 def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     run_dir, bundle_dir, _, _ = tiny_bundle
-    stdout, payload = _run(["bench/decode.py", "--bundle", bundle_dir, "--run-dir", run_dir, "--threads", "1",
+    stdout, payload = _run(["bench/decode.py", "--bundle", bundle_dir, "--run-dir", run_dir, "--threads", "2",
                             "--paper", "--quick", "--compare-traced",
                             "--sentences", "4", "--latency-sentences", "2", "--repeats", "1", "--paper-sentences", "4",
                             "--paper-latency-sentences", "2"], tmp_path)
     assert "| model | threads | engine | search | sent/s @32 |" in stdout
-    engines = {row["engine"] for row in payload["rows"]}
+    engines = {row["engine"] for row in payload["rows"] if "engine" in row}
     assert {"onnxruntime float32", "onnxruntime INT8", "Keras on TensorFlow"} <= engines
     assert all(row["sent/s @32"] > 0 for row in payload["rows"] if "sent/s @32" in row)
     assert payload["ratios"] and "GFLOP/s @160" in stdout
-    assert all(row["ms/step @1"] > 0 for row in payload["rows"] if row["engine"].startswith("onnxruntime "))
+    assert all(row["ms/step @1"] > 0 for row in payload["rows"]
+               if "sent/s @32" in row and row["engine"].startswith("onnxruntime "))
     assert {row["model"] for row in payload["rows"]} == {"tiny", "paper shape", "tiny (traced step)"}
+    # Two threads: the one-thread small steps against all threads, and the row sweep.
+    latency = [row for row in payload["rows"] if "speed-up p50" in row]
+    assert {row["engine"] for row in latency} == {"onnxruntime float32", "onnxruntime INT8"}
+    assert all(row["p50 ms, all threads"] > 0 and row["one-thread below rows"] > 0 for row in latency)
+    sweep = [row for row in payload["rows"] if "1 thread speed-up" in row]
+    assert {(row["model"], row["variant"]) for row in sweep} == {
+        (model, variant) for model in ("tiny", "paper shape") for variant in ("float32", "INT8")}
+    assert "| model | threads | variant | rows | MFLOP/call |" in stdout
     assert all(row["f32 / INT8 @5"] > 0 for row in payload["rows"] if "f32 / INT8 @5" in row)
 
 

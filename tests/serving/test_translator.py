@@ -5,6 +5,7 @@ import subprocess
 import threading
 import venv
 
+import numpy as np
 import pytest
 
 from serving.translator import Translator
@@ -188,3 +189,49 @@ def test_cli_ensemble_translates_every_line_in_order(tiny_bundle, tmp_path, caps
     assert main([tiny_bundle[1], "-i", str(source), "-o", str(double), "--beam", "2", "--ensemble", tiny_bundle[1]]) == 0
     assert double.read_text(encoding="utf-8") == single.read_text(encoding="utf-8")
     assert len(double.read_text(encoding="utf-8").splitlines()) == len(WORDS)
+
+
+def _step_weight_mflop(path):
+    """2 x the weights one row multiplies in a step graph (LSTM W and R, 2-D MatMul weights)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    shapes = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
+    weights = 0
+    for node in model.graph.node:
+        names = node.input[1:3] if node.op_type == "LSTM" else node.input[:2] if node.op_type == "MatMul" else []
+        weights += sum(int(np.prod(shapes[n])) for n in names if n in shapes and len(shapes[n]) >= 2)
+    return 2 * weights / 1e6
+
+
+def test_step_work_per_row_from_the_manifest_matches_the_graph(tiny_bundle):
+    _, bundle, _, manifest = tiny_bundle
+    from serving.translator import step_mflop_per_row
+
+    expected = _step_weight_mflop(os.path.join(bundle, manifest["models"]["float32"]["decoder_step"]))
+    assert step_mflop_per_row(manifest["config"]["model"]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_small_steps_run_on_one_thread_with_the_same_results(tiny_bundle):
+    bundle = tiny_bundle[1]
+    words = ["alpha", "quick", "zebra", "pneumonia"]
+    several = Translator.from_bundle(bundle, num_threads=2)
+    step = several.decoder_step
+    assert step.one_thread_rows > 5  # a tiny model: every call of a small batch
+    assert Translator.from_bundle(bundle, num_threads=1).decoder_step.one_thread_rows == 0
+    plain = Translator.from_bundle(bundle, num_threads=2)
+    plain.decoder_step.one_thread_rows = 0
+    for word in words:
+        found = several.translate([word], beam_size=3, n_best=3)[0]
+        expected = plain.translate([word], beam_size=3, n_best=3)[0]
+        assert [h.token_ids for h in found] == [h.token_ids for h in expected]
+        assert [h.score for h in found] == pytest.approx([h.score for h in expected], abs=1e-6)
+    assert plain.decoder_step._one_thread is None
+    assert step._one_thread.get_session_options().intra_op_num_threads == 1
+    assert step.session.get_session_options().intra_op_num_threads == 2
+    # At the threshold and above, the session with every thread.
+    wide = Translator.from_bundle(bundle, num_threads=2)
+    wide.decoder_step.one_thread_rows = 3
+    wide.translate(words, beam_size=3, batch_size=1)  # 3 rows per step
+    assert wide.decoder_step._one_thread is None
