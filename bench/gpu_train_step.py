@@ -2,6 +2,8 @@
 
     KERAS_BACKEND=torch python bench/gpu_train_step.py --out gpu.json    # on a CUDA machine
     KERAS_BACKEND=torch python bench/gpu_train_step.py --quick --steps 2   # smoke test, any machine
+    KERAS_BACKEND=torch python bench/gpu_train_step.py --host-proxy --batch 8 --length 8 --interleave \
+        --variants keras_s2s,wait_free_step,lean_forward   # the host's share, on a CPU
 
 The model is `keras_s2s.models.build_seq2seq` with the `paper` shape (4 x 1000 LSTM layers,
 1000-d embeddings, 32k vocabularies), batch 128, source and target length 32, bfloat16
@@ -22,6 +24,9 @@ Variants, timed one after the other in the same process:
   (the batch's copy after the forward pass, loss tracker, clipping, SGD update, step count);
 - `keras_s2s, wait-free step, float32_logits false`: that, with the vocabulary projection
   in the compute dtype (below);
+- `keras_s2s, wait-free step, lean forward` (and with `float32_logits false`): the wait-free
+  step with its default forward pass, `keras_s2s.models.torch_forward` (the layers' `call`s
+  without Keras' per-layer machinery; the two rows above keep Keras' `model(x)`);
 - `keras_s2s, packed encoder`: the same with the masked encoder run as packed sequences
   (its lengths on the host: a synchronisation per layer);
 - `keras_s2s, no source mask`: the same with the encoder LSTMs ignoring the source mask
@@ -58,7 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
 
 VARIANTS = ("keras_s2s", "separate_weights", "device_batches", "wait_free_step", "wait_free_bf16_logits",
-            "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
+            "lean_forward", "lean_forward_bf16_logits", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
             "torch_reference_per_layer")
 LABELS = {
     "keras_s2s": "keras_s2s",
@@ -66,6 +71,8 @@ LABELS = {
     "device_batches": "keras_s2s, batches on the device",
     "wait_free_step": "keras_s2s, wait-free step",
     "wait_free_bf16_logits": "keras_s2s, wait-free step, float32_logits false",
+    "lean_forward": "keras_s2s, wait-free step, lean forward",
+    "lean_forward_bf16_logits": "keras_s2s, wait-free step, lean forward, float32_logits false",
     "packed_source": "keras_s2s, packed encoder",
     "no_source_mask": "keras_s2s, no source mask",
     "bf16_logits": "keras_s2s, float32_logits false",
@@ -269,7 +276,7 @@ def time_keras(variant, shape, args):
         finally:
             counter.uninstall()
         paths = counter.per_step(steps)
-        if args.profile and variant in ("keras_s2s", "wait_free_step"):
+        if args.profile and variant in ("keras_s2s", "wait_free_step", "lean_forward"):
             _profile(train, args.profile, variant)
         loss = float(train())
     finally:
@@ -289,13 +296,14 @@ def _keras_step(variant, shape, args):
     from keras_s2s.models import build_seq2seq
 
     keras.mixed_precision.set_global_policy("float32" if args.precision == "float32" else f"mixed_{args.precision}")
-    config = ModelConfig(**dict(shape, float32_logits=variant not in ("bf16_logits", "wait_free_bf16_logits")))
+    config = ModelConfig(**dict(shape, float32_logits=not variant.endswith("bf16_logits")))
     model = build_seq2seq(config)
     model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
-    if variant.startswith("wait_free"):
+    if variant.startswith(("wait_free", "lean_forward")):
         from keras_s2s import torch_step
 
-        assert torch_step.install(model), "the SGD update should be the wait-free one"
+        lean = variant.startswith("lean_forward")
+        assert torch_step.install(model, lean_forward=lean), "the SGD update should be the wait-free one"
     source, decoder_in, target = _data(shape, args.batch, args.length)
     weights = np.ones_like(target, dtype="float32")
     if variant == "device_batches":
@@ -306,7 +314,8 @@ def _keras_step(variant, shape, args):
 
 
 # Variants that change nothing global, so their models can take turns step by step.
-INTERLEAVABLE = ("keras_s2s", "device_batches", "wait_free_step", "wait_free_bf16_logits", "bf16_logits")
+INTERLEAVABLE = ("keras_s2s", "device_batches", "wait_free_step", "wait_free_bf16_logits", "lean_forward",
+                 "lean_forward_bf16_logits", "bf16_logits")
 
 
 def time_interleaved(variants, shape, args):
@@ -403,6 +412,9 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="a small shape (smoke test)")
+    parser.add_argument("--host-proxy", action="store_true",
+                        help="the paper's depth with 16-wide layers and 64-token vocabularies, the GPU's LSTM "
+                             "paths forced on any device: what is left is the host's time per step")
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/gpu_train_step.json)")
     parser.add_argument("--profile", default=None, help="folder for torch.profiler tables of the keras_s2s row")
     parser.add_argument("--interleave", action="store_true",
@@ -417,6 +429,13 @@ def main(argv=None) -> int:
     import torch
 
     shape = _shape(args.quick)
+    if args.host_proxy:
+        from keras_s2s.models import _torch_lstm
+
+        shape.update(hidden_dim=16, embedding_dim=16, source_vocabulary_size=64, target_vocabulary_size=64)
+        # The calls a GPU makes (torch's fused LSTM for every layer, the frozen encoder), on this device.
+        _torch_lstm.on_gpu = lambda inputs: True
+        _torch_lstm.METHOD = "frozen"
     words = 2 * args.batch * args.length
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     rows, failed = [], []
@@ -456,7 +475,8 @@ def main(argv=None) -> int:
         row[against] = row["words/s"] / reference if reference else None
 
     print(f"\ndevice {device}, backend {keras.backend.backend()}, {args.precision}, batch {args.batch}, "
-          f"lengths {args.length}, {words:,} words per step" + (", steps timed in turns" if args.interleave else ""))
+          f"lengths {args.length}, {words:,} words per step" + (", steps timed in turns" if args.interleave else "")
+          + (", host proxy (16-wide layers, GPU paths)" if args.host_proxy else ""))
     printed = [{"variant": row["variant"], "step ms (median)": row["step ms (median)"], "words/s": row["words/s"],
                 against: f"{row[against]:.2f}x" if row[against] else "-",
                 "LSTM calls per step": ", ".join(f"{k} {v:g}" for k, v in row["LSTM calls per step"].items()) or "-"}
@@ -465,6 +485,7 @@ def main(argv=None) -> int:
     print(table(printed, ["variant", "step ms (median)", "words/s", against, "LSTM calls per step"]))
     result = {"machine": machine(), "commit": git_commit(), "backend": keras.backend.backend(), "device": device,
               "precision": args.precision, "shape": shape, "batch": args.batch, "length": args.length,
+              "host_proxy": args.host_proxy,
               "rows": rows, "failed": failed}
     ours = next((r for r in rows if r["variant"] == LABELS["keras_s2s"]), None)
     if ours:

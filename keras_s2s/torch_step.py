@@ -52,16 +52,24 @@ def fast_update(optimizer) -> bool:
     )
 
 
-def install(model) -> bool:
+def install(model, lean_forward: bool = True) -> bool:
     """Gives a compiled `model` the wait-free `train_step`; returns whether the update is the fast one.
 
+    With `lean_forward` (the default), a `build_seq2seq` model's forward pass runs as
+    `keras_s2s.models.torch_forward.forward` (its layers' `call`s without Keras' per-layer
+    machinery, same results); other models, or `lean_forward=False`, run `model(x)`.
     Idempotent; a model compiled again must be installed again (Keras builds a new
     train function on `compile`).
     """
     if keras.backend.backend() != "torch":
         raise RuntimeError("keras_s2s.torch_step runs under KERAS_BACKEND=torch only")
+    from keras_s2s.models import torch_forward
+
     fast = fast_update(model.optimizer) and not any(v.constraint for v in model.trainable_weights)
-    model.train_step = functools.partial(train_step, model, fast)
+    forward = None
+    if lean_forward and torch_forward.supported(model):
+        forward = functools.partial(torch_forward.forward, model)
+    model.train_step = functools.partial(train_step, model, fast, forward)
     model.train_function = None
     return fast
 
@@ -71,13 +79,17 @@ def _constant(value, dtype, device) -> torch.Tensor:
     return torch.full((), value, dtype=dtype, device=device)
 
 
-def train_step(model, fast, data):
-    """Keras' torch `TorchTrainer.train_step`, without host-device waits (`fast`: the SGD update here)."""
+def train_step(model, fast, forward, data):
+    """Keras' torch `TorchTrainer.train_step`, without host-device waits (`fast`: the SGD update
+    here; `forward`: the forward pass, `model`'s call when None)."""
     # The whole batch goes to the device first, before any work is queued: Keras would copy
     # the targets and weights in the loss, after the forward pass, and wait for it.
     data = keras.tree.map_structure(lambda a: a if a is None else keras.ops.convert_to_tensor(a), data)
     x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-    y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+    if forward is not None:
+        y_pred = forward(x, training=True)
+    else:
+        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
     model.zero_grad()
     loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
     first = next(i for i in keras.tree.flatten(x) if i is not None)

@@ -75,11 +75,14 @@ def test_gpu_training_step_script_runs_under_torch_on_the_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     payload = json.loads(out.read_text())
     assert payload["backend"] == "torch" and payload["words/s"] > 0
-    result = subprocess.run([sys.executable, "bench/gpu_train_step.py", "--quick", "--warmup", "1", "--steps", "2",
+    assert "keras_s2s, wait-free step, lean forward" in {row["variant"] for row in payload["rows"]}
+    result = subprocess.run([sys.executable, "bench/gpu_train_step.py", "--host-proxy", "--warmup", "1", "--steps", "2",
                              "--batch", "8", "--length", "6", "--interleave", "--variants",
-                             "keras_s2s,wait_free_step", "--out", str(out)],
+                             "keras_s2s,wait_free_step,lean_forward", "--out", str(out)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "| variant | step ms (median) | words/s | vs keras_s2s |" in result.stdout
-    rows = json.loads(out.read_text())["rows"]
-    assert [len(row["step ms (all)"]) for row in rows] == [2, 2] and all(row["interleaved"] for row in rows)
+    payload = json.loads(out.read_text())
+    rows = payload["rows"]
+    assert payload["host_proxy"] and payload["shape"]["num_layers"] == 4 and payload["shape"]["hidden_dim"] == 16
+    assert [len(row["step ms (all)"]) for row in rows] == [2, 2, 2] and all(row["interleaved"] for row in rows)

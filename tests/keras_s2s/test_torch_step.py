@@ -1,5 +1,6 @@
 """keras_s2s.torch_step: the torch training step without host-device waits trains exactly
-as Keras' own `train_step` (weights, loss, step count), with and without clipping."""
+as Keras' own `train_step` (weights, loss, step count), with and without clipping, with its
+lean forward pass (`keras_s2s.models.torch_forward`) and with Keras' own."""
 
 from conftest import run_under_torch
 
@@ -30,11 +31,11 @@ def as_numpy(batch):
     return keras.tree.map_structure(lambda t: t.numpy(), batch)
 
 
-def train(make_optimizer, install, numpy=False):
+def train(make_optimizer, install, numpy=False, lean_forward=True):
     keras.utils.set_random_seed(3)
     model = build_seq2seq(config)
     model.compile(optimizer=make_optimizer(), loss=SequenceCrossEntropy())
-    fast = torch_step.install(model) if install else None
+    fast = torch_step.install(model, lean_forward=lean_forward) if install else None
     losses = [model.train_on_batch(x, y, sample_weight=w)
               for x, y, w in (map(as_numpy, batches) if numpy else batches)]
     return fast, losses, [v.numpy() for v in model.trainable_weights], int(model.optimizer.iterations.numpy())
@@ -43,6 +44,7 @@ def train(make_optimizer, install, numpy=False):
 cases = {
     'sgd clipped': (lambda: keras.optimizers.SGD(0.5, global_clipnorm=0.05), True),
     'sgd unclipped': (lambda: keras.optimizers.SGD(0.5), True),
+    'sgd clipped, Keras forward': (lambda: keras.optimizers.SGD(0.5, global_clipnorm=0.05), True),
     'adam (Keras update)': (lambda: keras.optimizers.Adam(0.01, global_clipnorm=0.05), False),
     'sgd momentum (Keras update)': (lambda: keras.optimizers.SGD(0.5, momentum=0.9), False),
 }
@@ -52,7 +54,7 @@ results = {}
 for name, (make, expect_fast) in cases.items():
     numpy = name == 'sgd clipped'  # numpy batches: the wait-free step moves them to the device itself
     _, want_losses, want_weights, want_steps = train(make, install=False, numpy=numpy)
-    fast, losses, weights, steps = train(make, install=True, numpy=numpy)
+    fast, losses, weights, steps = train(make, install=True, numpy=numpy, lean_forward='Keras forward' not in name)
     assert fast is expect_fast, (name, fast)
     assert steps == want_steps == len(batches), (name, steps, want_steps)
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5, err_msg=name)
