@@ -19,7 +19,12 @@ tensor. Any other optimizer, or an option the fast update does not cover
 keeps Keras' own `optimizer.apply` for the update. What still waits: the step's
 start (the batch's copy, Keras' mask of the embeddings) and whoever reads the loss.
 
-It pays where the GPU's queue is long at those points. For the paper shape on an
+The forward pass is `keras_s2s.models.torch_forward.forward` for a `build_seq2seq`
+model (its layers' `call`s without Keras' per-layer machinery, same results): where the
+step is bound by the host's Python time, that is most of what Keras adds (1.56x less host
+time per step on a CPU proxy of the paper shape, BENCHMARKS.md).
+
+The waits' removal pays where the GPU's queue is long at those points. For the paper shape on an
 H200 the step is mostly bound by the host's Python time: 1.075-1.086x at batch 128
 and 1.035-1.039x at batch 256, timed in turns with Keras' step (two runs) (`bench/gpu_train_step.py
 --interleave`, BENCHMARKS.md).
