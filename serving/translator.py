@@ -147,7 +147,7 @@ class EncoderSession:
 # nodes (activations quantised per call) gain least from a second thread. Measured on
 # `bible_small` (2 x 256, 4k vocabulary, 4.5 MFLOP per row) on 2 cores, the step alone,
 # one thread against two: INT8 1.42x faster at 5 rows (batch 1, beam 5), 1.04x at 20, even
-# at 30 (135 MFLOP); float32 even at 5 rows (23 MFLOP), 0.85x at 10; on the paper shape
+# at 30 (135 MFLOP); float32 1.02-1.06x at 5 rows (23 MFLOP), 0.84x at 10; on the paper shape
 # (128 MFLOP per row) two threads win at every row count (BENCHMARKS.md). Below these MFLOP
 # per call the step runs on one thread.
 ONE_THREAD_MFLOP = {"float32": 30.0, "int8": 100.0}
