@@ -16,8 +16,8 @@ what `Layer.__call__` does that changes the result here:
   handed to the encoder LSTMs, and `training` to every layer that takes it.
 
 Same variables, same operations, same results as `model(inputs, training=...)` (tested,
-gradients included); dropout draws from torch's generator instead of Keras' seed
-generator. Models `forward` does not cover (a bidirectional encoder, a model not built by
+gradients included); dropout is the `Dropout` layers' own, with their seed generators.
+Models `forward` does not cover (a bidirectional encoder, a model not built by
 `build_seq2seq`) report `supported(model) == False`.
 
 Imported only under `KERAS_BACKEND=torch`.
