@@ -7,7 +7,8 @@
 # 1. the fused LSTM paths against Keras' loop and cuDNN call on the GPU (float32, TF32 off);
 # 2. the lean forward pass against the functional model on the GPU;
 # 3. the paper-shaped training step at batch 128: the step variants in turns, then the
-#    lean step one after the other with the PyTorch references;
+#    lean step one after the other with the PyTorch references (with torch.profiler's
+#    tables and the host-device synchronisations of the lean and per-layer reference rows);
 # 4. the same in turns at batch 256.
 # Each part writes its output to OUT_DIR; a failing check does not stop the timings.
 set -u
@@ -32,7 +33,7 @@ done
 python3 bench/gpu_train_step.py --interleave --steps 30 \
   --variants keras_s2s,wait_free_step,lean_forward,lean_forward_bf16_logits --out "$out/interleave_lean_128.json" || status=1
 python3 bench/gpu_train_step.py --variants lean_forward,lean_forward_bf16_logits,torch_reference,torch_reference_per_layer \
-  --out "$out/lean_128.json" || status=1
+  --profile "$out/profile_lean" --out "$out/lean_128.json" || status=1
 python3 bench/gpu_train_step.py --batch 256 --interleave --steps 30 \
   --variants keras_s2s,lean_forward,lean_forward_bf16_logits --out "$out/interleave_lean_256.json" || status=1
 exit $status
