@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -79,7 +80,7 @@ def _latency(decode, sources, beam):
     return percentile(times, 50) * 1000, percentile(times, 90) * 1000
 
 
-def _weight_flops_per_row(path: str) -> tuple[float, list]:
+def weight_flops_per_row(path: str) -> tuple[float, list]:
     """2 x the weights that each row multiplies per step (LSTM W and R, MatMul/Gemm B), and
     the MatMul weight shapes."""
     import onnx
@@ -172,7 +173,7 @@ def _thread_rows(name, threads, directory, model_config, row_counts, rounds=9, c
 
     from serving.translator import DecoderStepSession
 
-    flops_per_row, _ = _weight_flops_per_row(os.path.join(directory, "decoder_step.onnx"))
+    flops_per_row, _ = weight_flops_per_row(os.path.join(directory, "decoder_step.onnx"))
     out = []
     for variant, suffix in (("float32", ""), ("INT8", ".int8")):
         path = os.path.join(directory, f"decoder_step{suffix}.onnx")
@@ -226,11 +227,9 @@ def _step_row(name, threads, step32, step8, step_path, model_config) -> dict:
     the same weights."""
     import numpy as np
 
-    flops_per_row, _ = _weight_flops_per_row(step_path)
+    flops_per_row, _ = weight_flops_per_row(step_path)
     hidden = model_config.hidden_dim
-
-    def state_for_rows(count):
-        return _step_state(model_config, count)
+    state_for_rows = functools.partial(_step_state, model_config)
 
     def beam_step(session):
         return lambda tokens, state: session(tokens, state, top_k=10)

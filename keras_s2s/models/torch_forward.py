@@ -25,6 +25,8 @@ Imported only under `KERAS_BACKEND=torch`.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import torch
 from keras.src import backend
@@ -43,12 +45,17 @@ def supported(model) -> bool:
     )
 
 
-def _layers(model) -> dict:
-    layers = getattr(model, "_keras_s2s_forward_layers", None)
-    if layers is None:
-        layers = {layer.name: layer for layer in model.layers}
-        model._keras_s2s_forward_layers = layers
-    return layers
+def _autocast(layer):
+    """The scope `Layer.__call__` reads `layer`'s variables in: its compute dtype where that
+    differs from the variables' (mixed precision)."""
+    dtype = layer.compute_dtype
+    return backend.AutocastScope(dtype) if dtype != layer.variable_dtype else contextlib.nullcontext()
+
+
+def _in_compute_dtype(layer, x):
+    if torch.is_floating_point(x) and keras.backend.standardize_dtype(x.dtype) != layer.compute_dtype:
+        return keras.ops.cast(x, layer.compute_dtype)
+    return x
 
 
 def _call(layer, inputs, *args, **kwargs):
@@ -57,13 +64,8 @@ def _call(layer, inputs, *args, **kwargs):
     gets neither: it casts its own output)."""
     if not layer.autocast:
         return layer.call(inputs, *args, **kwargs)
-    dtype = layer.compute_dtype
-    if torch.is_floating_point(inputs) and keras.backend.standardize_dtype(inputs.dtype) != dtype:
-        inputs = keras.ops.cast(inputs, dtype)
-    if dtype == layer.variable_dtype:
-        return layer.call(inputs, *args, **kwargs)
-    with backend.AutocastScope(dtype):
-        return layer.call(inputs, *args, **kwargs)
+    with _autocast(layer):
+        return layer.call(_in_compute_dtype(layer, inputs), *args, **kwargs)
 
 
 def _lstm(layer, inputs, initial_state=None, mask=None, training=False):
@@ -75,18 +77,14 @@ def _lstm(layer, inputs, initial_state=None, mask=None, training=False):
     if layer.stateful or layer.unroll or cell.dropout or cell.recurrent_dropout:
         return _call(layer, inputs, initial_state=initial_state, mask=mask, training=training)
     dtype = layer.compute_dtype
-    if keras.backend.standardize_dtype(inputs.dtype) != dtype:
-        inputs = keras.ops.cast(inputs, dtype)
     if initial_state is None:
         zeros = keras.ops.zeros((inputs.shape[0], cell.units), dtype=dtype)
         initial_state = [zeros, zeros]
     else:
         initial_state = [keras.ops.cast(state, dtype) for state in initial_state]
-    if dtype == layer.variable_dtype:
-        last, outputs, states = layer.inner_loop(inputs, initial_state, mask, training=training)
-    else:
-        with backend.AutocastScope(dtype):
-            last, outputs, states = layer.inner_loop(inputs, initial_state, mask, training=training)
+    with _autocast(layer):
+        last, outputs, states = layer.inner_loop(_in_compute_dtype(layer, inputs), initial_state, mask,
+                                                 training=training)
     output = keras.ops.cast(outputs if layer.return_sequences else last, dtype)
     return (output, *[keras.ops.cast(state, dtype) for state in states])
 
@@ -100,7 +98,7 @@ def forward(model, inputs: dict, training: bool = False):
         training: whether dropout is on.
     """
     config = model.seq2seq_config
-    layers = _layers(model)
+    layers = {layer.name: layer for layer in model.layers}
     source_ids = keras.ops.convert_to_tensor(inputs["source_ids"])
     decoder_input_ids = keras.ops.convert_to_tensor(inputs["decoder_input_ids"])
     source_mask = source_ids != PAD_ID

@@ -191,26 +191,14 @@ def test_cli_ensemble_translates_every_line_in_order(tiny_bundle, tmp_path, caps
     assert len(double.read_text(encoding="utf-8").splitlines()) == len(WORDS)
 
 
-def _step_weight_mflop(path):
-    """2 x the weights one row multiplies in a step graph (LSTM W and R, 2-D MatMul weights)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(path)
-    shapes = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
-    weights = 0
-    for node in model.graph.node:
-        names = node.input[1:3] if node.op_type == "LSTM" else node.input[:2] if node.op_type == "MatMul" else []
-        weights += sum(int(np.prod(shapes[n])) for n in names if n in shapes and len(shapes[n]) >= 2)
-    return 2 * weights / 1e6
-
-
 def test_step_work_per_row_from_the_manifest_matches_the_graph(tiny_bundle):
     _, bundle, _, manifest = tiny_bundle
+    from bench.decode import weight_flops_per_row
     from serving.translator import step_mflop_per_row
 
-    expected = _step_weight_mflop(os.path.join(bundle, manifest["models"]["float32"]["decoder_step"]))
-    assert step_mflop_per_row(manifest["config"]["model"]) == pytest.approx(expected, rel=1e-9)
+    # Counted from the graph's weights (LSTM W and R, the MatMul weights).
+    expected, _ = weight_flops_per_row(os.path.join(bundle, manifest["models"]["float32"]["decoder_step"]))
+    assert step_mflop_per_row(manifest["config"]["model"]) == pytest.approx(expected / 1e6, rel=1e-9)
 
 
 def test_small_steps_run_on_one_thread_with_the_same_results(tiny_bundle):
