@@ -225,8 +225,6 @@ def _step_row(name, threads, step32, step8, step_path, model_config) -> dict:
     (batch 1 x beam 5), float32 and INT8, called as the translator calls it for beam 5
     (the 10 best tokens per row), and its GFLOP/s at 160 rows against a plain MatMul of
     the same weights."""
-    import numpy as np
-
     flops_per_row, _ = weight_flops_per_row(step_path)
     hidden = model_config.hidden_dim
     state_for_rows = functools.partial(_step_state, model_config)
@@ -301,8 +299,7 @@ def worker(args) -> dict:
     from keras_s2s.config import Config, DecodeConfig
     from keras_s2s.evaluation import KerasTranslator, load_run
     from serving.search import decode_in_batches
-    from serving.translator import (ONE_THREAD_MFLOP, DecoderStepSession, EncoderSession, Translator,
-                                    step_mflop_per_row)
+    from serving.translator import DecoderStepSession, EncoderSession, Translator, one_thread_rows
 
     rows = []
     models = []
@@ -333,10 +330,9 @@ def worker(args) -> dict:
                 self.encoder = EncoderSession(os.path.join(directory, f"encoder{suffix}.onnx"),
                                               ["CPUExecutionProvider"], threads)
                 # As `Translator` opens a bundle's step: small calls on one thread.
-                rule = ONE_THREAD_MFLOP["int8" if suffix else "float32"]
                 self.decoder_step = DecoderStepSession(
                     os.path.join(directory, f"decoder_step{suffix}.onnx"), ["CPUExecutionProvider"], threads,
-                    one_thread_rows=int(rule / step_mflop_per_row(dataclasses.asdict(model_config))))
+                    one_thread_rows=one_thread_rows(dataclasses.asdict(model_config), int8=bool(suffix)))
 
             def translate_ids(self, sources, beam_size, batch_size):
                 def step(tokens, state):  # as the bundle translator calls it

@@ -40,10 +40,11 @@ Variants, timed one after the other in the same process:
 - `PyTorch reference, one cuDNN call per layer`: the same with each layer its own `nn.LSTM`,
   as the layers of a Keras model are.
 With `--interleave`, the listed variants (only those that change nothing global:
-keras_s2s, device_batches, wait_free_step, wait_free_bf16_logits, bf16_logits) are built
+`INTERLEAVABLE`, every variant but the separate-weights, packed, no-mask, stock and
+PyTorch ones) are built
 side by side and their steps timed in turns, round r starting at the r-th variant, so a
 drifting machine weighs on all of them alike; ratios are against the first variant.
-With `--profile DIR`, the `keras_s2s`, `wait-free step` and per-layer reference rows also
+With `--profile DIR`, the `keras_s2s`, `wait-free step`, `lean forward` and per-layer reference rows also
 run a few steps under `torch.profiler`; the operators' tables (by GPU time, by CPU time) and, on a GPU, the Python
 stacks of every host-device synchronisation in one step are written to DIR.
 Each row also counts the LSTM layer calls per step by the path they took.
@@ -416,7 +417,7 @@ def main(argv=None) -> int:
                         help="the paper's depth with 16-wide layers and 64-token vocabularies, the GPU's LSTM "
                              "paths forced on any device: what is left is the host's time per step")
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/gpu_train_step.json)")
-    parser.add_argument("--profile", default=None, help="folder for torch.profiler tables of the keras_s2s row")
+    parser.add_argument("--profile", default=None, help="folder for torch.profiler tables of the keras_s2s, wait-free, lean and per-layer reference rows")
     parser.add_argument("--interleave", action="store_true",
                         help=f"time the variants step by step in turns (only {', '.join(INTERLEAVABLE)})")
     args = parser.parse_args(argv)

@@ -167,6 +167,12 @@ def step_mflop_per_row(model: dict) -> float:
     return 2.0 * weights / 1e6
 
 
+def one_thread_rows(model: dict, int8: bool) -> int:
+    """Calls with fewer rows run a decoder step of this model (a manifest's `config.model`)
+    on one thread (`ONE_THREAD_MFLOP`)."""
+    return int(ONE_THREAD_MFLOP["int8" if int8 else "float32"] / step_mflop_per_row(model))
+
+
 class DecoderStepSession:
     """One decoder step as a `serving.search` step function.
 
@@ -249,11 +255,11 @@ class Translator:
             raise BundleError(f"{manifest_path}: malformed ({error})") from None
         self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
         try:
-            one_thread_rows = int(ONE_THREAD_MFLOP[variant] / step_mflop_per_row(manifest["config"]["model"]))
+            small = one_thread_rows(manifest["config"]["model"], int8)
         except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a bundle without its model's shape
-            one_thread_rows = 0
+            small = 0
         self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads,
-                                               one_thread_rows=one_thread_rows)
+                                               one_thread_rows=small)
         self.source_vocabulary = _load_vocabulary(os.path.join(bundle_dir, source_file))
         self.target_vocabulary = _load_vocabulary(os.path.join(bundle_dir, target_file))
 
