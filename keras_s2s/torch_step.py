@@ -103,9 +103,9 @@ def train_step(model, fast, forward, data):
     optimizer = model.optimizer
     if optimizer is not None:
         loss = optimizer.scale_loss(loss)
-    if model.trainable_weights:
+    variables = model.trainable_weights  # a new list, walked over every layer: once per step
+    if variables:
         loss.backward()
-        variables = model.trainable_weights[:]
         gradients = [v.value.grad for v in variables]
         with torch.no_grad():
             if fast and optimizer.built:

@@ -14,7 +14,9 @@ layout cuDNN keeps them in. Keras' own cuDNN call passes separate tensors, which
 compacts into such a buffer on every call ("RNN module weights are not part of single
 contiguous chunk of memory"), and that compaction makes the host wait for the GPU once
 per layer call: 8 waits per training step of a 4-layer model, measured with
-`torch.cuda.set_sync_debug_mode` (`bench/gpu_train_step.py --profile`).
+`torch.cuda.set_sync_debug_mode` (`bench/gpu_train_step.py --profile`). What the masked
+calls derive from the mask (lengths, the right-padding check, the padding indicator) is
+computed once per mask tensor (`_facts`), not once per layer.
 
 Imported only under `KERAS_BACKEND=torch`.
 """
@@ -109,17 +111,49 @@ def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, 
     return last_output, outputs, [h_n[0], c_n[0]]
 
 
+class _MaskFacts:
+    """What the fused calls derive from a mask, computed once per mask: the layers of an
+    encoder all get the same mask tensor, so its second to last layers reuse the first's
+    (a dozen small operations each, every one a kernel launch on a GPU)."""
+
+    def __init__(self, mask):
+        self.source, self.version = mask, _version(mask)
+        self.mask = torch.as_tensor(mask).to(torch.bool)
+        self.lengths = self.mask.sum(dim=1)
+        positions = torch.arange(self.mask.shape[1], device=self.mask.device)
+        # A device scalar, true when some row is not real steps followed by padding.
+        self.holes = (self.mask != (positions[None, :] < self.lengths[:, None])).any()
+        self._derived = {}
+
+    def derived(self, key, make):
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
+
+
+_last_mask_facts = None
+
+
+def _version(mask):
+    return getattr(mask, "_version", None)  # in-place changes count up a tensor's version
+
+
+def _facts(mask) -> _MaskFacts:
+    """`mask`'s `_MaskFacts`, reused while the same unmodified tensor comes back."""
+    global _last_mask_facts
+    facts = _last_mask_facts
+    if facts is None or facts.source is not mask or facts.version != _version(mask):
+        facts = _last_mask_facts = _MaskFacts(mask)
+    return facts
+
+
 def _masked_inputs(inputs, mask, kernel):
-    """`(kernel, inputs, mask, lengths, holes)`: the kernel and inputs in the compute dtype,
-    the bool mask, each row's length, and a device scalar, true when some row is not real
-    steps followed by padding."""
+    """`(kernel, inputs, facts)`: the kernel and inputs in the compute dtype and the mask's
+    `_MaskFacts`."""
     # Keras variables read inside a layer call come autocast to the compute dtype.
     kernel = keras.ops.convert_to_tensor(kernel)
     inputs = torch.as_tensor(inputs).to(kernel.dtype)
-    mask = torch.as_tensor(mask).to(torch.bool)
-    lengths = mask.sum(dim=1)
-    holes = (mask != (torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None])).any()
-    return kernel, inputs, mask, lengths, holes
+    return kernel, inputs, _facts(mask)
 
 
 def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
@@ -141,10 +175,11 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
         returns them, or `None` when the mask is not right-padded or a row is
         empty (the caller then takes Keras' own path).
     """
-    kernel, inputs, mask, lengths, holes = _masked_inputs(inputs, mask, kernel)
+    kernel, inputs, facts = _masked_inputs(inputs, mask, kernel)
+    mask, lengths = facts.mask, facts.lengths
     dtype, (batch, time) = kernel.dtype, mask.shape
     # One device-to-host transfer (a synchronisation) per layer: the lengths and the check.
-    host = torch.cat([lengths, holes.to(lengths.dtype).reshape(1)]).cpu()
+    host = torch.cat([lengths, facts.holes.to(lengths.dtype).reshape(1)]).cpu()
     lengths_host, holes = host[:-1], bool(host[-1])
     if holes or batch == 0 or int(lengths_host.min()) == 0:
         CALLS["declined"] += 1
@@ -197,11 +232,12 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     state and output zeros, as in Keras' loop. Returns `None` (Keras' loop) for a
     mask that is not right-padded on a CPU.
     """
-    kernel, inputs, mask, lengths, holes = _masked_inputs(inputs, mask, kernel)
+    kernel, inputs, facts = _masked_inputs(inputs, mask, kernel)
+    mask, lengths = facts.mask, facts.lengths
     dtype, batch = kernel.dtype, mask.shape[0]
     if mask.is_cuda:
-        torch._assert_async(~holes)
-    elif bool(holes):
+        facts.derived("checked", lambda: torch._assert_async(~facts.holes))
+    elif facts.derived("holes", lambda: bool(facts.holes)):
         CALLS["declined"] += 1
         return None
     recurrent_kernel = keras.ops.convert_to_tensor(recurrent_kernel).to(dtype)
@@ -210,16 +246,18 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     extra = 8 - kernel.shape[0] % 8
     initial_h = torch.as_tensor(initial_h).to(dtype)
     initial_c = torch.as_tensor(initial_c).to(dtype)
-    indicator = torch.nn.functional.pad((~mask).to(dtype).unsqueeze(-1), (0, extra - 1))
+    indicator = facts.derived(("indicator", dtype, extra), lambda: torch.nn.functional.pad(
+        (~mask).to(dtype).unsqueeze(-1), (0, extra - 1)))
     data = torch.cat([inputs, indicator], dim=-1)
     weight_ih = torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)])
     outputs, _, c_n = _fused(data, initial_h, initial_c, weight_ih, recurrent_kernel, bias)
     CALLS["frozen"] += 1
-    empty = (lengths == 0)[:, None]
-    last_real = outputs[torch.arange(batch, device=outputs.device), (lengths - 1).clamp(min=0)]
+    empty, rows, last = facts.derived("last", lambda: (
+        (lengths == 0)[:, None], torch.arange(batch, device=mask.device), (lengths - 1).clamp(min=0)))
+    last_real = outputs[rows, last]
     h_n = torch.where(empty, initial_h, last_real)
     # Keras' loop outputs zeros until a row's first real step.
-    last_output = torch.where(empty, torch.zeros_like(last_real), last_real)
+    last_output = last_real.masked_fill(empty, 0)
     if return_sequences:
         fill = torch.zeros_like(last_output) if zero_output_for_mask else last_output
         outputs = torch.where(mask[:, :, None], outputs, fill[:, None, :])

@@ -68,6 +68,24 @@ for method in ("packed", "frozen"):
     declined = {"packed": 3, "frozen": 0 if GPU else 1}[method]
     assert _torch_lstm.CALLS['declined'] == before['declined'] + declined, (method, _torch_lstm.CALLS)
 
+# What the fused calls derive from a mask is computed once per mask tensor (an encoder's layers all
+# get the same one), and again for another tensor or once the tensor is changed in place.
+for method in ("packed", "frozen"):
+    _torch_lstm.METHOD = method
+    mask = torch.tensor(right_padded([4, 2, 3], 4), device=DEVICE)
+    facts = _torch_lstm._facts(mask)
+    assert _torch_lstm._facts(mask) is facts and _torch_lstm._facts(mask.clone()) is not facts
+    layer, reference = LSTM(8, return_sequences=True), keras.layers.LSTM(8, return_sequences=True)
+    layer.build((None, 4, 6))
+    reference.build((None, 4, 6))
+    reference.set_weights(layer.get_weights())
+    x = torch.tensor(rng.normal(size=(3, 4, 6)).astype('float32'), device=DEVICE)
+    for _ in range(2):
+        np.testing.assert_allclose(layer(x, mask=mask).detach().cpu().numpy(),
+                                   reference(x, mask=mask).detach().cpu().numpy(), atol=1e-4 if GPU else 1e-5)
+        mask[0, 3] = False  # row 0 is now 3 steps long
+    assert _torch_lstm._facts(mask).lengths.tolist() == [3, 2, 3]
+
 # Without a mask, on a GPU: one fused call with the weights in one buffer (forced here on any device).
 on_gpu = _torch_lstm.on_gpu
 _torch_lstm.on_gpu = lambda inputs: True
