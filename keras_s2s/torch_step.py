@@ -21,7 +21,7 @@ start (the batch's copy, Keras' mask of the embeddings) and whoever reads the lo
 
 The forward pass is `keras_s2s.models.torch_forward.forward` for a `build_seq2seq`
 model (its layers' `call`s without Keras' per-layer machinery, same results): where the
-step is bound by the host's Python time, that is most of what Keras adds (1.55-1.56x less host
+step is bound by the host's Python time, that is most of what Keras adds (1.55-1.65x less host
 time per step on a CPU proxy of the paper shape, BENCHMARKS.md).
 
 The waits' removal pays where the GPU's queue is long at those points. For the paper shape on an

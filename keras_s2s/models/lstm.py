@@ -20,7 +20,7 @@ matrix products in the compute dtype but the gates and the cell state in
 float32, as cuDNN does: element-wise bfloat16 is slow on CPUs (about 3x
 float32 for the gates' sigmoid and tanh here), and a bfloat16 cell state
 loses precision over long sequences. On a 2-core CPU this makes g2p_best's
-training step 1.05-1.18x faster (medians of four runs; `bench/train.py --gates`).
+training step 1.02-1.18x faster (medians of six runs; `bench/train.py --gates`).
 cuDNN, when TensorFlow sees a GPU, is still used first.
 
 Everything else (no mask under torch on a CPU, a mask with holes, `go_backwards` under
