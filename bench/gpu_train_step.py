@@ -28,7 +28,7 @@ Variants, timed one after the other in the same process:
   step with its default forward pass, `keras_s2s.models.torch_forward` (the layers' `call`s
   without Keras' per-layer machinery; the two rows above keep Keras' `model(x)`);
 - `keras_s2s, packed encoder`: the same with the masked encoder run as packed sequences
-  (its lengths on the host: a synchronisation per layer);
+  (its lengths on the host: a synchronisation per step, the first layer's);
 - `keras_s2s, no source mask`: the same with the encoder LSTMs ignoring the source mask
   (every row here is full length, so the results are the same; the cost of packing);
 - `keras_s2s, float32_logits false`: the vocabulary projection in the compute dtype instead

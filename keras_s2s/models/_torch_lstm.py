@@ -3,7 +3,7 @@
 Two ways to run a right-padded masked batch in one fused call, with the results of
 Keras' per-step loop:
 - `packed_lstm` packs the batch (`torch.nn.utils.rnn`): no work on padding, but the
-  lengths must be on the host, a host-device synchronisation per call on a GPU;
+  lengths must be on the host, a host-device synchronisation per mask on a GPU;
 - `frozen_lstm` runs the padded batch as it is and freezes the cell state on padded
   steps (see there): no synchronisation, the padding's share of extra work.
 `masked_lstm` takes `frozen_lstm` on a GPU and `packed_lstm` elsewhere (`METHOD`);
@@ -178,8 +178,8 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     kernel, inputs, facts = _masked_inputs(inputs, mask, kernel)
     mask, lengths = facts.mask, facts.lengths
     dtype, (batch, time) = kernel.dtype, mask.shape
-    # One device-to-host transfer (a synchronisation) per layer: the lengths and the check.
-    host = torch.cat([lengths, facts.holes.to(lengths.dtype).reshape(1)]).cpu()
+    # One device-to-host transfer (a synchronisation) per mask: the lengths and the check.
+    host = facts.derived("host", lambda: torch.cat([lengths, facts.holes.to(lengths.dtype).reshape(1)]).cpu())
     lengths_host, holes = host[:-1], bool(host[-1])
     if holes or batch == 0 or int(lengths_host.min()) == 0:
         CALLS["declined"] += 1
