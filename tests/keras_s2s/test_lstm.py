@@ -31,15 +31,21 @@ def run(layer, x, mask, h0, c0, seed):
         v.value.grad.cpu().numpy() for v in layer.trainable_variables]
 
 
+def layers(time, **kwargs):
+    # keras_s2s's LSTM and Keras' own, 8 units over 6 features, with the same weights.
+    ours, reference = LSTM(8, **kwargs), keras.layers.LSTM(8, **kwargs)
+    ours.build((None, time, 6))
+    reference.build((None, time, 6))
+    reference.set_weights(ours.get_weights())
+    return ours, reference
+
+
 def compare(mask, zero_output_for_mask=False, shape=None):
     batch, time = mask.shape if shape is None else shape
     x = rng.normal(size=(batch, time, 6)).astype('float32')
     h0, c0 = (rng.normal(size=(batch, 8)).astype('float32') for _ in range(2))
     kwargs = dict(return_sequences=True, return_state=True, zero_output_for_mask=zero_output_for_mask)
-    ours, reference = LSTM(8, **kwargs), keras.layers.LSTM(8, **kwargs)
-    ours.build((None, time, 6))
-    reference.build((None, time, 6))
-    reference.set_weights(ours.get_weights())
+    ours, reference = layers(time, **kwargs)
     seed = int(rng.integers(1 << 30))
     got = run(ours, x, mask, h0, c0, seed)
     want = run(reference, x, mask, h0, c0, seed)
@@ -75,10 +81,7 @@ for method in ("packed", "frozen"):
     mask = torch.tensor(right_padded([4, 2, 3], 4), device=DEVICE)
     facts = _torch_lstm._facts(mask)
     assert _torch_lstm._facts(mask) is facts and _torch_lstm._facts(mask.clone()) is not facts
-    layer, reference = LSTM(8, return_sequences=True), keras.layers.LSTM(8, return_sequences=True)
-    layer.build((None, 4, 6))
-    reference.build((None, 4, 6))
-    reference.set_weights(layer.get_weights())
+    layer, reference = layers(4, return_sequences=True)
     x = torch.tensor(rng.normal(size=(3, 4, 6)).astype('float32'), device=DEVICE)
     for _ in range(2):
         np.testing.assert_allclose(layer(x, mask=mask).detach().cpu().numpy(),
@@ -92,11 +95,7 @@ _torch_lstm.on_gpu = lambda inputs: True
 before = _torch_lstm.CALLS['unmasked']
 compare(None, shape=(5, 6))
 for return_sequences in (False, True):
-    layer = LSTM(8, return_sequences=return_sequences)
-    reference = keras.layers.LSTM(8, return_sequences=return_sequences)
-    layer.build((None, 4, 6))
-    reference.build((None, 4, 6))
-    reference.set_weights(layer.get_weights())
+    layer, reference = layers(4, return_sequences=return_sequences)
     x = rng.normal(size=(3, 4, 6)).astype('float32')
     np.testing.assert_allclose(layer(x).detach().cpu().numpy(), reference(x).detach().cpu().numpy(),
                                atol=1e-4 if GPU else 1e-5)
