@@ -16,22 +16,15 @@ Tracing runs on the CPU so that no `CudnnRNNV3` enters the graph.
 
 from __future__ import annotations
 
-import collections
 import os
 
 import numpy as np
 import onnx
 import tensorflow as tf
 
+from export.checks import ExportError, check_fused_lstms  # noqa: F401 (re-exported)
 from export.step_graph import OPSET, DecoderWeights, decoder_step_graph
 from keras_s2s.config import ModelConfig
-
-FORBIDDEN_OPS = {"Loop", "Scan", "If"}
-
-
-class ExportError(RuntimeError):
-    """An export that produced a graph we refuse to ship."""
-
 
 def encoder_function(model, config: ModelConfig) -> tf.types.experimental.GenericFunction:
     """The encoder as a `tf.function`: `source_ids`, `source_lengths` -> `states`
@@ -97,30 +90,6 @@ def attach_sequence_lengths(model_proto: onnx.ModelProto, lengths_name: str = "s
             node.input[4] = lengths_name
             changed += 1
     return changed
-
-
-def check_fused_lstms(model_proto: onnx.ModelProto, expected: int, name: str) -> dict:
-    """Fails unless the graph has exactly `expected` fused `LSTM` nodes and no
-    `Loop`, `Scan` or `If`, and every op is a standard ONNX op.
-
-    Returns:
-        The op counts.
-    """
-    counts = collections.Counter(node.op_type for node in model_proto.graph.node)
-    forbidden = sorted(set(counts) & FORBIDDEN_OPS)
-    if forbidden:
-        raise ExportError(
-            f"{name}: the graph contains {', '.join(forbidden)}; every LSTM must be one fused LSTM node"
-        )
-    custom = sorted({node.op_type for node in model_proto.graph.node if node.domain not in ("", "ai.onnx")})
-    if custom:
-        raise ExportError(f"{name}: unconverted or non-standard ops: {', '.join(custom)}")
-    if counts.get("LSTM", 0) != expected:
-        raise ExportError(
-            f"{name}: expected {expected} fused LSTM node(s), found {counts.get('LSTM', 0)}"
-        )
-    onnx.checker.check_model(model_proto)
-    return dict(counts)
 
 
 def decoder_weights(model, config: ModelConfig) -> DecoderWeights:

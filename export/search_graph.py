@@ -1,0 +1,412 @@
+"""`translator.onnx`: the encoder and the whole batched beam search in one ONNX graph.
+
+Any onnxruntime binding (Python, C/C++, Java, C#, Node.js, the browser) translates with
+one `run` call on this file: no search code to port. The graph is assembled from the
+bundle's own `encoder.onnx` and `decoder_step.onnx` (float32 or INT8): the encoder's
+nodes run once, and the step graph's nodes, unchanged, form the body of one ONNX `Loop`
+that also does the beam bookkeeping of `serving.search.beam_search`:
+
+    rows = batch x beam; one live beam per sentence at the start
+    loop until no sentence is live:
+        values, ids = step(tokens, states)                  # TopK inside the step, k = 2 x beam
+        candidates  = scores + values, per sentence [live, beam x k]; the best 2 x beam
+        eos among the best beam candidates -> finished (score / length ** penalty)
+        the best beam candidates that are not eos -> the new beams
+        at the length limit a x source_length + b the live beams finish unfinished
+        a sentence is done at its limit, with beam finished hypotheses, or when no live
+        beam can beat its n_best-th finished one; done sentences leave the batch
+    per sentence the n_best best finished hypotheses, best first
+
+Ties are broken as the numpy search breaks them (ONNX `TopK` puts the lower index first,
+as a stable sort does), scores are normalised in float64 as in Python, and done sentences
+leave the batch exactly as in the numpy search, so the rows each step sees are the same:
+this matters for INT8, whose activations are quantised over the whole batch.
+
+Inputs: `source_ids` int32 [batch, time] (right-padded, not reversed: the graph reverses
+the real tokens when the model was trained so), `source_lengths` int32 [batch], and the
+scalars `beam_size`, `n_best`, `max_length_b` (int64), `length_penalty`, `max_length_a`
+(float64). Outputs: `hypotheses` int32 [batch, n_best, length] (zero-padded, without
+eos), `hypothesis_lengths` int64, `scores` and `log_probs` float32, `finished` bool (ended
+with eos), each [batch, n_best]; slots a sentence has no hypothesis for have score -inf.
+
+Only `onnx` and `numpy` are needed here.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# The step graph's interface, as `export/step_graph.py` writes it.
+STEP_INPUTS = ("token_ids", "states", "encoder_outputs", "source_lengths", "top_k")
+STEP_OUTPUTS = ("top_log_probs", "top_ids", "next_states")
+SCALAR_INPUTS = {
+    "beam_size": TensorProto.INT64,
+    "n_best": TensorProto.INT64,
+    "length_penalty": TensorProto.DOUBLE,
+    "max_length_a": TensorProto.DOUBLE,
+    "max_length_b": TensorProto.INT64,
+}
+OUTPUTS = ("hypotheses", "hypothesis_lengths", "scores", "log_probs", "finished")
+
+
+class _Graph:
+    """Nodes and constants of one ONNX graph, with unique value names."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.nodes: list = []
+        self.initializers: list = []
+        self._count = collections.Counter()
+
+    def _name(self, hint: str) -> str:
+        self._count[hint] += 1
+        count = self._count[hint]
+        return f"{self.prefix}{hint}" if count == 1 else f"{self.prefix}{hint}_{count}"
+
+    def const(self, value, dtype, hint: str = "const") -> str:
+        name = self._name(hint)
+        self.initializers.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, inputs, hint: str | None = None, outputs: int = 1, **attributes):
+        names = [self._name(hint or op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=names[0], **attributes))
+        return names[0] if outputs == 1 else names
+
+    def named(self, op_type: str, inputs, output: str, **attributes) -> str:
+        """A node whose output has a fixed name (a graph output or loop-carried value)."""
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=self.prefix + output, **attributes))
+        return output
+
+
+def _renamed(graph: onnx.GraphProto, prefix: str, keep: dict) -> tuple[list, list]:
+    """The nodes and initializers of `graph` with every value name prefixed, except the
+    names in `keep`, which are mapped to the given names (the graph's interface)."""
+
+    def rename(name: str) -> str:
+        if not name:
+            return name
+        return keep.get(name, prefix + name)
+
+    nodes = []
+    for node in graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = prefix + (node.name or node.output[0])
+        copy.input[:] = [rename(name) for name in node.input]
+        copy.output[:] = [rename(name) for name in node.output]
+        nodes.append(copy)
+    initializers = []
+    for initializer in graph.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(initializer)
+        copy.name = rename(initializer.name)
+        initializers.append(copy)
+    return nodes, initializers
+
+
+def _vocabulary(step: onnx.ModelProto) -> int:
+    for output in step.graph.output:
+        if output.name == "log_probs":
+            return int(output.type.tensor_type.shape.dim[1].dim_value)
+    raise ValueError("decoder step graph: no log_probs output")
+
+
+def _opsets(*models: onnx.ModelProto) -> list:
+    versions: dict = {}
+    for model in models:
+        for opset in model.opset_import:
+            versions[opset.domain] = max(versions.get(opset.domain, 0), opset.version)
+    return [helper.make_opsetid(domain, version) for domain, version in sorted(versions.items())]
+
+
+def _tensor(name: str, elem_type: int, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse_source: bool,
+                     bos_id: int, eos_id: int) -> onnx.ModelProto:
+    """The one-file translator from a bundle's encoder and decoder-step graphs.
+
+    Args:
+        encoder: `encoder.onnx` (or its INT8 copy): `source_ids`, `source_lengths` ->
+            `states` (and `encoder_outputs` with attention).
+        step: `decoder_step.onnx` (or its INT8 copy), with the `top_k` input.
+        reverse_source: bool. Whether the model reads the real source tokens reversed.
+        bos_id: int. The decoder's first input token.
+        eos_id: int. The end token.
+
+    Returns:
+        The model; `check_translator` checks it.
+    """
+    step_inputs = {i.name for i in step.graph.input}
+    if "top_k" not in step_inputs:
+        raise ValueError("decoder step graph: no top_k input (export/top_k.py adds it)")
+    attention = "encoder_outputs" in step_inputs
+    vocabulary = _vocabulary(step)
+    states_type = next(i for i in step.graph.input if i.name == "states").type.tensor_type
+    layers2, hidden = (int(d.dim_value) for d in (states_type.shape.dim[0], states_type.shape.dim[2]))
+
+    main = _Graph("")
+    i64, i32, f32, f64 = np.int64, np.int32, np.float32, np.float64
+    one = main.const(1, i64, "one")
+    zero = main.const(0, i64, "zero")
+
+    # --- The encoder, on the source as the model reads it.
+    lengths64 = main.op("Cast", ["source_lengths"], "source_lengths_64", to=TensorProto.INT64)
+    ids = "source_ids"
+    if reverse_source:
+        ids = main.op("ReverseSequence", [ids, lengths64], "reversed_source_ids", batch_axis=0, time_axis=1)
+    encoder_nodes, encoder_initializers = _renamed(
+        encoder.graph, "encoder/",
+        {"source_ids": ids, "source_lengths": "source_lengths", "states": "encoder_states",
+         "encoder_outputs": "encoder_outputs"})
+    main.nodes += encoder_nodes
+    main.initializers += encoder_initializers
+
+    # --- Per-sentence limits: max(1, floor(a * length + b)), and the divisor length ** penalty.
+    lengths_f = main.op("Cast", [lengths64], "source_lengths_f64", to=TensorProto.DOUBLE)
+    limit = main.op("Add", [main.op("Mul", ["max_length_a", lengths_f]),
+                            main.op("Cast", ["max_length_b"], to=TensorProto.DOUBLE)])
+    limit = main.op("Max", [main.op("Floor", [limit]), main.const(1.0, f64, "one_f64")])
+    max_lengths = main.op("Cast", [limit], "max_lengths", to=TensorProto.INT64)
+    limit_divisor = main.op("Pow", [limit, "length_penalty"], "limit_divisor")
+    longest = main.op("ReduceMax", [main.op("Concat", [main.const([0], i64), max_lengths], axis=0)],
+                      "longest_limit", keepdims=0)
+    shape_1 = main.const([1], i64, "shape_1")
+    longest_1d = main.op("Reshape", [longest, shape_1], "longest_limit_1d")
+
+    # --- Sizes: batch, rows = batch x beam, k = min(2 x beam, vocabulary), the finished slots.
+    batch = main.op("Gather", [main.op("Shape", ["source_ids"]), zero], "batch", axis=0)
+    batch_1d = main.op("Reshape", [batch, "shape_1"], "batch_1d")
+    beam_1d = main.op("Reshape", ["beam_size", "shape_1"], "beam_1d")
+    two_beam = main.op("Mul", [beam_1d, main.const([2], i64, "two")], "two_beam")
+    top_k = main.op("Min", [two_beam, main.const([vocabulary], i64, "vocabulary")], "step_top_k")
+    slots = main.op("Mul", [beam_1d, main.const([3], i64, "three")], "finished_slots")
+    n_best_1d = main.op("Reshape", ["n_best", "shape_1"], "n_best_1d")
+
+    # --- The search's start: every sentence gets `beam` rows; only the first beam is live.
+    rows = main.op("Mul", [batch, "beam_size"], "rows")
+    row_sentence = main.op("Div", [main.op("Range", [zero, rows, one]), "beam_size"], "row_sentence")
+    states0 = main.op("Gather", ["encoder_states", row_sentence], "states_0", axis=1)
+    carried = {"tokens": None, "states": states0}
+    if attention:
+        carried["encoder_outputs"] = main.op("Gather", ["encoder_outputs", row_sentence], "encoder_outputs_0", axis=0)
+        carried["source_lengths"] = main.op("Gather", ["source_lengths", row_sentence], "source_lengths_0", axis=0)
+    rows_1d = main.op("Reshape", [rows, "shape_1"], "rows_1d")
+    carried["tokens"] = main.op("Expand", [main.const([bos_id], i32, "bos"), rows_1d], "tokens_0")
+    first_beam = main.op("Equal", [main.op("Range", [zero, "beam_size", one]), zero])
+    beam_scores = main.op("Where", [first_beam, main.const(0.0, f32), main.const(-np.inf, f32, "minus_inf")])
+    carried["scores"] = main.op("Expand", [beam_scores, main.op("Concat", [batch_1d, beam_1d], axis=0)], "scores_0")
+    carried["sentences"] = main.op("Range", [zero, batch, one], "sentences_0")
+    carried["history"] = main.op("ConstantOfShape", [main.op("Concat", [rows_1d, longest_1d], axis=0)], "history_0",
+                                 value=numpy_helper.from_array(np.zeros(1, i32)))
+    batch_slots = main.op("Concat", [batch_1d, slots], axis=0)
+    carried["finished_count"] = main.op("ConstantOfShape", [batch_1d], "finished_count_0",
+                                        value=numpy_helper.from_array(np.zeros(1, i64)))
+    carried["finished_scores"] = main.op("ConstantOfShape", [batch_slots], "finished_scores_0",
+                                         value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
+    carried["finished_log_probs"] = main.op("ConstantOfShape", [batch_slots], "finished_log_probs_0",
+                                            value=numpy_helper.from_array(np.zeros(1, f32)))
+    carried["finished_tokens"] = main.op(
+        "ConstantOfShape", [main.op("Concat", [batch_slots, longest_1d], axis=0)], "finished_tokens_0",
+        value=numpy_helper.from_array(np.zeros(1, i32)))
+    carried["finished_lengths"] = main.op("ConstantOfShape", [batch_slots], "finished_lengths_0",
+                                          value=numpy_helper.from_array(np.zeros(1, i64)))
+    carried["finished_eos"] = main.op("ConstantOfShape", [batch_slots], "finished_eos_0",
+                                      value=numpy_helper.from_array(np.zeros(1, bool)))
+    any_sentence = main.op("Greater", [batch, zero], "any_sentence")
+
+    body = _search_step(step, list(carried), attention=attention, eos_id=eos_id, layers2=layers2, hidden=hidden)
+    names = list(carried)
+    final = [f"final_{name}" for name in names]
+    main.nodes.append(helper.make_node("Loop", [longest, any_sentence] + [carried[n] for n in names], final,
+                                       name="beam_search", body=body))
+    finals = dict(zip(names, final))
+
+    # --- The n_best best finished hypotheses of each sentence, best first (ties: the earlier found).
+    best_scores, best = main.op("TopK", [finals["finished_scores"], n_best_1d], "best", outputs=2, axis=1)
+    main.named("Cast", [best_scores], "scores", to=TensorProto.FLOAT)
+    main.named("GatherElements", [finals["finished_log_probs"], best], "log_probs", axis=1)
+    lengths = main.named("GatherElements", [finals["finished_lengths"], best], "hypothesis_lengths", axis=1)
+    main.named("GatherElements", [finals["finished_eos"], best], "finished", axis=1)
+    token_index = main.op("Expand", [main.op("Unsqueeze", [best, main.const([2], i64, "axis_2")]),
+                                     main.op("Concat", [batch_1d, n_best_1d, longest_1d], axis=0)])
+    tokens = main.op("GatherElements", [finals["finished_tokens"], token_index], "best_tokens", axis=1)
+    width = main.op("ReduceMax", [main.op("Concat", [main.const([0], i64), main.op("Reshape", [lengths, main.const([-1], i64)])],
+                                          axis=0)], "width", keepdims=1)
+    main.named("Slice", [tokens, main.const([0], i64), width, main.const([2], i64)], "hypotheses")
+
+    inputs = [_tensor("source_ids", TensorProto.INT32, ["batch", "time"]),
+              _tensor("source_lengths", TensorProto.INT32, ["batch"])]
+    inputs += [_tensor(name, elem_type, []) for name, elem_type in SCALAR_INPUTS.items()]
+    outputs = [_tensor("hypotheses", TensorProto.INT32, ["batch", "n_best", "length"]),
+               _tensor("hypothesis_lengths", TensorProto.INT64, ["batch", "n_best"]),
+               _tensor("scores", TensorProto.FLOAT, ["batch", "n_best"]),
+               _tensor("log_probs", TensorProto.FLOAT, ["batch", "n_best"]),
+               _tensor("finished", TensorProto.BOOL, ["batch", "n_best"])]
+    graph = helper.make_graph(main.nodes, "translator", inputs, outputs, main.initializers)
+    model = helper.make_model(graph, opset_imports=_opsets(encoder, step), producer_name="keras-s2s")
+    model.ir_version = max(encoder.ir_version, step.ir_version)
+    return model
+
+
+def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_id: int, layers2: int,
+                 hidden: int) -> onnx.GraphProto:
+    """The `Loop` body: one decoder step for every live row, then the beam bookkeeping."""
+    g = _Graph("search/")
+    i64, f32 = np.int64, np.float32
+    zero, one = g.const(0, i64, "zero"), g.const(1, i64, "one")
+    minus_inf = g.const(-np.inf, f32, "minus_inf")
+    axis1 = g.const([1], i64, "axis_1")
+    flat = g.const([-1], i64, "flat")
+    inp = {name: f"{name}_in" for name in carried}
+
+    # The decoder step, node for node the graph of decoder_step.onnx.
+    interface = {"token_ids": inp["tokens"], "states": inp["states"], "top_k": "step_top_k",
+                 "top_log_probs": "step/values", "top_ids": "step/ids", "next_states": "step/next_states"}
+    if attention:
+        interface.update(encoder_outputs=inp["encoder_outputs"], source_lengths=inp["source_lengths"])
+    step_nodes, step_initializers = _renamed(step.graph, "step/", interface)
+    g.nodes += step_nodes
+    g.initializers += step_initializers
+
+    length = g.op("Add", ["iteration", one], "length")
+    length_f = g.op("Cast", [length], "length_f64", to=TensorProto.DOUBLE)
+    divisor = g.op("Pow", [length_f, "length_penalty"], "divisor")
+    live = g.op("Shape", [inp["scores"]], "live", start=0, end=1)  # [1]
+    beam_k = g.op("Mul", ["beam_1d", "step_top_k"], "beam_k")
+
+    # The best 2 x beam extensions of each sentence among its beam x k candidates.
+    candidates = g.op("Add", [g.op("Reshape", [inp["scores"], g.const([-1, 1], i64)]), "step/values"])
+    candidates = g.op("Reshape", [candidates, g.op("Concat", [live, beam_k], axis=0)], "candidates")
+    top_scores, top = g.op("TopK", [candidates, "two_beam"], "top", outputs=2, axis=1)
+    words = g.op("GatherElements", [g.op("Reshape", ["step/ids", g.op("Concat", [live, beam_k], axis=0)]), top],
+                 "words", axis=1)
+    parents = g.op("Div", [top, "step_top_k"], "parents")
+    is_eos = g.op("Equal", [words, g.const(eos_id, i64, "eos")], "is_eos")
+    sentence_start = g.op("Mul", [g.op("Range", [zero, g.op("Squeeze", [live, g.const([0], i64)]), one]), "beam_size"])
+    sentence_start = g.op("Unsqueeze", [sentence_start, axis1], "sentence_start")  # [live, 1]
+
+    # Candidates among the best `beam` that end with eos are finished hypotheses.
+    head = [g.const([0], i64), "beam_1d", axis1]
+    ends = g.op("And", [g.op("Slice", [is_eos] + head),
+                        g.op("Greater", [g.op("Slice", [top_scores] + head), minus_inf])], "ends")
+    count = g.op("Gather", [inp["finished_count"], inp["sentences"]], "count", axis=0)
+    ended_parents = g.op("Add", [g.op("Slice", [parents] + head), sentence_start])
+    finished = _add_finished(g, inp, ends, count, g.op("Slice", [top_scores] + head), divisor,
+                             tokens=lambda rows: g.op("Gather", [inp["history"], rows], axis=0),
+                             rows=ended_parents, length=g.op("Sub", [length, one]), eos=True)
+    count = g.op("Add", [count, g.op("ReduceSum", [g.op("Cast", [ends], to=TensorProto.INT64), axis1], keepdims=0)],
+                 "count_after_eos")
+
+    # The best `beam` candidates that do not end become the new beams.
+    position = g.op("Cast", [g.op("Range", [zero, g.op("Squeeze", ["two_beam", g.const([0], i64)]), one])],
+                    to=TensorProto.FLOAT)
+    order_key = g.op("Add", [g.op("Mul", [g.op("Cast", [is_eos], to=TensorProto.FLOAT),
+                                          g.op("Cast", ["two_beam"], to=TensorProto.FLOAT)]), position])
+    _, keep = g.op("TopK", [order_key, "beam_1d"], "keep", outputs=2, axis=1, largest=0)
+    new_scores = g.op("GatherElements", [top_scores, keep], "new_scores", axis=1)
+    new_words = g.op("Cast", [g.op("GatherElements", [words, keep], axis=1)], "new_words", to=TensorProto.INT32)
+    parent_rows = g.op("Add", [g.op("GatherElements", [parents, keep], axis=1), sentence_start], "parent_rows")
+    history = g.op("Gather", [inp["history"], g.op("Reshape", [parent_rows, flat])], "history", axis=0)
+    column = g.op("Equal", [g.op("Range", [zero, g.op("Gather", [g.op("Shape", [history]), one], axis=0), one]),
+                            g.op("Sub", [length, one])])
+    history = g.op("Where", [column, g.op("Reshape", [new_words, g.const([-1, 1], i64)]), history], "history_written")
+
+    # At its length limit a sentence's live beams finish, unfinished.
+    at_limit = g.op("GreaterOrEqual", [length, g.op("Gather", ["max_lengths", inp["sentences"]], axis=0)], "at_limit")
+    limited = g.op("And", [g.op("Unsqueeze", [at_limit, axis1]), g.op("Greater", [new_scores, minus_inf])], "limited")
+    finished = _add_finished(g, finished, limited, count, new_scores, divisor,
+                             tokens=lambda rows: g.op("Gather", [history, rows], axis=0),
+                             rows=g.op("Add", [g.op("Unsqueeze", [g.op("Range", [zero, "beam_size", one]), zero]),
+                                               sentence_start]),
+                             length=length, eos=False)
+
+    # Done: at the limit, with beam finished hypotheses, or when the best a live beam can
+    # still reach (its score cannot rise; the longest length divides it most) is no better
+    # than the n_best-th finished score.
+    nth = g.op("TopK", [g.op("Gather", [finished["finished_scores"], inp["sentences"]], axis=0), "n_best_1d"],
+               "nth", outputs=2, axis=1)[0]
+    nth = g.op("Gather", [nth, g.op("Sub", ["n_best", one])], "nth_score", axis=1)
+    bound = g.op("Div", [g.op("Cast", [g.op("ReduceMax", [new_scores], axes=[1], keepdims=0)], to=TensorProto.DOUBLE),
+                         g.op("Gather", ["limit_divisor", inp["sentences"]], axis=0)], "bound")
+    early = g.op("And", [g.op("GreaterOrEqual", [count, "n_best"]), g.op("LessOrEqual", [bound, nth])], "early_stop")
+    done = g.op("Or", [g.op("Or", [at_limit, g.op("GreaterOrEqual", [count, "beam_size"])]), early], "done")
+    counts = g.op("ScatterND", [inp["finished_count"], g.op("Unsqueeze", [inp["sentences"], axis1]), count])
+
+    # Done sentences leave the batch; the live rows follow their parent beams.
+    kept = g.op("Reshape", [g.op("NonZero", [g.op("Not", [done])]), flat], "kept")
+    kept_rows = g.op("Reshape", [g.op("Add", [g.op("Unsqueeze", [g.op("Mul", [kept, "beam_size"]), axis1]),
+                                              g.op("Unsqueeze", [g.op("Range", [zero, "beam_size", one]), zero])]),
+                                 flat], "kept_rows")
+    out = {
+        "tokens": g.named("Gather", [g.op("Reshape", [new_words, flat]), kept_rows], "tokens_out", axis=0),
+        "states": g.named("Gather", ["step/next_states", g.op("Reshape", [g.op("Gather", [parent_rows, kept], axis=0),
+                                                                           flat])], "states_out", axis=1),
+        "scores": g.named("Gather", [new_scores, kept], "scores_out", axis=0),
+        "sentences": g.named("Gather", [inp["sentences"], kept], "sentences_out", axis=0),
+        "history": g.named("Gather", [history, kept_rows], "history_out", axis=0),
+        "finished_count": g.named("Identity", [counts], "finished_count_out"),
+    }
+    if attention:
+        for name in ("encoder_outputs", "source_lengths"):
+            out[name] = g.named("Gather", [inp[name], kept_rows], f"{name}_out", axis=0)
+    for name in ("finished_scores", "finished_log_probs", "finished_tokens", "finished_lengths", "finished_eos"):
+        out[name] = g.named("Identity", [finished[name]], f"{name}_out")
+    g.named("Greater", [g.op("Size", [kept]), zero], "cond_out")
+
+    types = {"tokens": (TensorProto.INT32, ["rows"]), "states": (TensorProto.FLOAT, [layers2, "rows", hidden]),
+             "encoder_outputs": (TensorProto.FLOAT, ["rows", "time", hidden]),
+             "source_lengths": (TensorProto.INT32, ["rows"]), "scores": (TensorProto.FLOAT, ["live", "beam"]),
+             "sentences": (TensorProto.INT64, ["live"]), "history": (TensorProto.INT32, ["rows", "limit"]),
+             "finished_count": (TensorProto.INT64, ["batch"]),
+             "finished_scores": (TensorProto.DOUBLE, ["batch", "slots"]),
+             "finished_log_probs": (TensorProto.FLOAT, ["batch", "slots"]),
+             "finished_tokens": (TensorProto.INT32, ["batch", "slots", "limit"]),
+             "finished_lengths": (TensorProto.INT64, ["batch", "slots"]),
+             "finished_eos": (TensorProto.BOOL, ["batch", "slots"])}
+    inputs = [_tensor("iteration", TensorProto.INT64, []), _tensor("cond_in", TensorProto.BOOL, [])]
+    inputs += [_tensor(inp[name], *types[name]) for name in carried]
+    outputs = [_tensor("cond_out", TensorProto.BOOL, [])] + [_tensor(out[name], *types[name]) for name in carried]
+    return helper.make_graph(g.nodes, "search_step", inputs, outputs, g.initializers)
+
+
+def _add_finished(g: _Graph, buffers: dict, mask: str, count: str, log_probs: str, divisor: str, *, tokens, rows,
+                  length: str, eos: bool) -> dict:
+    """Writes the hypotheses that `mask` [live, beam] selects into the per-sentence
+    finished buffers, after the `count` [live] already there, in row-major order (the
+    order in which the numpy search appends them).
+
+    Args:
+        log_probs: [live, beam] float32 summed log-probabilities.
+        tokens: `rows [n] -> [n, limit]`, the token history of each selected hypothesis.
+        rows: [live, beam] the history row of each candidate.
+        length: the hypotheses' length without eos (a scalar).
+        eos: whether they end with eos.
+    """
+    i64 = np.int64
+    slot = g.op("Add", [g.op("Unsqueeze", [count, g.const([1], i64)]),
+                        g.op("Sub", [g.op("CumSum", [g.op("Cast", [mask], to=TensorProto.INT64), g.const(1, i64)]),
+                                     g.const(1, i64)])], "slot")
+    chosen = g.op("Transpose", [g.op("NonZero", [mask])], "chosen", perm=[1, 0])  # [n, (live index, beam)]
+    sentence = g.op("Gather", ["sentences_in", g.op("Gather", [chosen, g.const(0, i64)], axis=1)], axis=0)
+    where = g.op("Concat", [g.op("Unsqueeze", [sentence, g.const([1], i64)]),
+                            g.op("Unsqueeze", [g.op("GatherND", [slot, chosen]), g.const([1], i64)])],
+                 "finished_at", axis=1)
+    values = g.op("GatherND", [log_probs, chosen], "finished_values")
+    n = g.op("Shape", [values], "finished_n")
+    result = dict(buffers)
+    result["finished_scores"] = g.op("ScatterND", [buffers["finished_scores"], where,
+                                                   g.op("Div", [g.op("Cast", [values], to=TensorProto.DOUBLE), divisor])])
+    result["finished_log_probs"] = g.op("ScatterND", [buffers["finished_log_probs"], where, values])
+    result["finished_tokens"] = g.op("ScatterND", [buffers["finished_tokens"], where,
+                                                   tokens(g.op("GatherND", [rows, chosen]))])
+    result["finished_lengths"] = g.op("ScatterND", [buffers["finished_lengths"], where, g.op("Expand", [length, n])])
+    result["finished_eos"] = g.op("ScatterND", [buffers["finished_eos"], where,
+                                                g.op("Expand", [g.const(eos, bool), n])])
+    return result
