@@ -10,7 +10,11 @@ Quality gate, on real dev sentences of the run:
   (b) greedy and beam outputs of the Keras inference models and of the ONNX
       graphs, driven by the same `serving.search`, identical on every sentence;
   (c) INT8: the score change against float32 and the share of identical
-      outputs; the export fails when INT8 loses more than `max_int8_loss`.
+      outputs; the export fails when INT8 loses more than `max_int8_loss`;
+  (d) `translator.onnx` (and `translator.int8.onnx`): the graph's search against
+      the numpy search over the same precision's step graphs, greedy and at the
+      bundle's beam with its whole n-best list: identical token ids, order and
+      finished flags on every sentence, scores within 1e-5.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 import numpy as np
 
 from export.onnx_export import OPSET, export_onnx
+from export.translator_export import check_engines_agree, compare_engines, gate_settings, gate_summary, write_translator
 from keras_s2s.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from serving.search import decode_in_batches, pad_sources
 from serving.translator import FORMAT_VERSION, DecoderStepSession, EncoderSession, sha256_of
@@ -264,6 +269,18 @@ def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, o
                 f"gate (c): INT8 loses {gate['int8_loss']:.2f} {'PER' if kind == 'g2p' else 'BLEU'} points "
                 f"(limit {options.max_int8_loss})"
             )
+    gate["translator"] = {}
+    for variant, suffix in (("float32", ""), ("int8", ".int8")):
+        if variant == "int8" and options.quantize != "int8":
+            continue
+        _progress(f"gate (d): translator{suffix}.onnx against the numpy search over the {variant} step graphs")
+        report = compare_engines(work_dir, suffix, sources, gate_settings(config.decode), reverse_source=reverse,
+                                 bos_id=BOS_ID, eos_id=EOS_ID)
+        gate["translator"][variant] = gate_summary(report)
+        try:
+            check_engines_agree(report, f"gate (d): translator{suffix}.onnx", texts)
+        except Exception as error:
+            raise GateError(str(error)) from None
     return gate
 
 
@@ -340,6 +357,16 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             models["int8"] = {"encoder": "encoder.int8.onnx", "decoder_step": "decoder_step.int8.onnx"}
         elif options.quantize:
             raise ValueError(f"--quantize {options.quantize!r}: only int8 is supported")
+        _progress("writing the one-file translator (encoder and beam search in one graph)")
+        lstms = dict(encoder_lstms=op_counts["encoder"]["LSTM"], decoder_lstms=op_counts["decoder_step"]["LSTM"])
+        translator_ops = {}
+        for variant, suffix in (("float32", ""), ("int8", ".int8")):
+            if variant in models:
+                translator_ops[variant] = write_translator(
+                    work_dir, suffix, reverse_source=config.model.reverse_source, bos_id=BOS_ID, eos_id=EOS_ID,
+                    **lstms)
+                models[variant]["translator"] = f"translator{suffix}.onnx"
+                files.append(f"translator{suffix}.onnx")
         tokenizers = {}
         for side, path in zip(("source", "target"), tokenizer_files(run_dir, config.tokenizer)):
             name = os.path.basename(path)
@@ -376,10 +403,12 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             "tensors": {
                 "encoder": _tensor_names(os.path.join(work_dir, "encoder.onnx")),
                 "decoder_step": _tensor_names(os.path.join(work_dir, "decoder_step.onnx")),
+                "translator": _tensor_names(os.path.join(work_dir, "translator.onnx")),
                 "states_layout": "(2 * num_layers, batch, hidden_dim): h_0, c_0, h_1, c_1, ...",
             },
             "lstm": {
                 "fused_nodes": {"encoder": op_counts["encoder"]["LSTM"], "decoder_step": op_counts["decoder_step"]["LSTM"]},
+                "translator_loops": {variant: counts["graph"]["Loop"] for variant, counts in translator_ops.items()},
                 "converted_by": {"encoder": "tf2onnx", "decoder_step": "export/step_graph.py"},
                 "encoder_sequence_lens": "source_lengths, attached by the exporter",
             },
@@ -430,5 +459,8 @@ def summary(manifest: dict, out_dir: str) -> str:
             f"  int8: {scores(gate['int8'])} (loss {gate['int8_loss']:+.2f} points, "
             f"identical to float32 {100 * gate['int8_identical_share']:.1f}%)"
         )
+    for variant, entry in gate.get("translator", {}).items():
+        lines.append(f"  translator ({variant}): identical to the step engine on {100 * entry['identical_share']:.1f}% "
+                     f"of {entry['sentences']} sentences, scores within {entry['max_score_diff']:.1e}")
     lines.append(f"LSTM nodes (fused): {manifest['lstm']['fused_nodes']}")
     return "\n".join(lines)

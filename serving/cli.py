@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--int8", action="store_true", help="use the INT8 models")
+    parser.add_argument("--engine", choices=("graph", "steps"), default=None,
+                        help="graph: translator.onnx, the whole search in one onnxruntime call (the default "
+                             "where the bundle has it); steps: the numpy search over decoder_step.onnx")
     parser.add_argument("--json", action="store_true", help="JSON lines with scores")
     parser.add_argument("--providers", choices=("cpu", "cuda"), default="cpu",
                         help="cuda needs onnxruntime-gpu (installed instead of onnxruntime)")
@@ -119,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.providers == "cuda"
                      else ["CPUExecutionProvider"])
-        members = [Translator.from_bundle(bundle, providers=providers, num_threads=args.threads, int8=args.int8)
+        if args.ensemble and args.engine == "graph":
+            print("s2s-translate: error: --ensemble combines the members' steps: use --engine steps",
+                  file=sys.stderr)
+            return 2
+        engine = "steps" if args.ensemble else args.engine
+        members = [Translator.from_bundle(bundle, providers=providers, num_threads=args.threads, int8=args.int8,
+                                          engine=engine)
                    for bundle in [args.bundle, *args.ensemble]]
         translator = members[0] if len(members) == 1 else EnsembleTranslator(members)
     except BundleError as error:

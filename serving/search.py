@@ -447,6 +447,32 @@ class Ensemble:
         return total, updates
 
 
+def in_length_batches(
+    decode_batch: Callable[[list], list],
+    sources: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> list:
+    """Runs `decode_batch(sources of one batch)` over batches of similar length; returns
+    its per-source results in input order.
+
+    Args:
+        decode_batch: one result per source of a batch, in the batch's order.
+        sources: source id lists.
+        batch_size: int. Sentences per batch.
+        progress: called with the number of inputs done after each batch.
+    """
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list = [None] * len(sources)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        for index, result in zip(chunk, decode_batch([sources[i] for i in chunk])):
+            results[index] = result
+        if progress is not None:
+            progress(len(chunk))
+    return results
+
+
 def decode_in_batches(
     encode: Callable[[np.ndarray, np.ndarray], dict],
     step: StepFunction,
@@ -473,19 +499,13 @@ def decode_in_batches(
         options: the search's keyword arguments (`bos_id`, `eos_id`, `beam_size`,
             `n_best`, `length_penalty`, `batch_axes`).
     """
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    results: list = [None] * len(sources)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, lengths = pad_sources([sources[i] for i in chunk], reverse=reverse)
-        found = search(
+    def decode_batch(batch: list) -> list:
+        ids, lengths = pad_sources(batch, reverse=reverse)
+        return search(
             step,
             encode(ids, lengths),
             max_lengths=max_output_lengths(lengths, max_length_a, max_length_b),
             **options,
         )
-        for index, hypotheses in zip(chunk, found):
-            results[index] = hypotheses
-        if progress is not None:
-            progress(len(chunk))
-    return results
+
+    return in_length_batches(decode_batch, sources, batch_size, progress)

@@ -18,11 +18,12 @@ from typing import Sequence
 
 import numpy as np
 
-from serving.search import Ensemble, decode_in_batches
+from serving.search import Ensemble, Hypothesis, decode_in_batches, in_length_batches, pad_sources
 from serving.tokenizers import load_vocabulary
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+ENGINES = ("graph", "steps")
 
 
 class TruncationWarning(UserWarning):
@@ -199,6 +200,8 @@ class DecoderStepSession:
         } <= set(self.output_names):
             raise BundleError(f"{path}: unexpected decoder inputs {self.input_names} / outputs {self.output_names}")
         self.has_top_k = "top_k" in self.input_names and "top_ids" in self.output_names
+        vocabulary = self.session.get_outputs()[self.output_names.index("log_probs")].shape[-1]
+        self.vocabulary = vocabulary if isinstance(vocabulary, int) else None
         self._state_inputs = [name for name in self.input_names if name not in ("token_ids", "top_k")]
 
     def __call__(self, token_ids: np.ndarray, state: dict, top_k: int | None = None):
@@ -209,6 +212,8 @@ class DecoderStepSession:
         session = self.session
         if len(token_ids) < self.one_thread_rows:
             session = self._one_thread_session()
+        if top_k and self.vocabulary and top_k >= self.vocabulary:
+            top_k = None  # The whole vocabulary: the search sorts it itself.
         if self.has_top_k:
             feeds["top_k"] = np.array([top_k or 1], np.int64)
             if top_k:
@@ -225,14 +230,63 @@ class DecoderStepSession:
         return self._one_thread
 
 
+class TranslatorGraphSession:
+    """`translator.onnx`: the encoder and the whole beam search in one onnxruntime call.
+
+    Takes right-padded source ids as the tokenizer gives them (the graph reverses them
+    itself when the model reads them reversed) and returns the n-best lists of
+    `serving.search.beam_search`.
+    """
+
+    INPUTS = {"source_ids", "source_lengths", "beam_size", "n_best", "length_penalty", "max_length_a",
+              "max_length_b"}
+    OUTPUTS = ["hypotheses", "hypothesis_lengths", "scores", "log_probs", "finished"]
+
+    def __init__(self, path: str, providers, num_threads: int | None):
+        self.session = _open_session(path, providers, num_threads)
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if inputs != self.INPUTS or not set(self.OUTPUTS) <= outputs:
+            raise BundleError(f"{path}: unexpected translator inputs {sorted(inputs)} / outputs {sorted(outputs)}")
+
+    def __call__(self, sources: Sequence[Sequence[int]], *, beam_size: int, n_best: int, length_penalty: float,
+                 max_length_a: float, max_length_b: int) -> list[list[Hypothesis]]:
+        ids, lengths = pad_sources(sources, reverse=False)
+        feeds = {
+            "source_ids": ids,
+            "source_lengths": lengths,
+            "beam_size": np.array(beam_size, np.int64),
+            "n_best": np.array(n_best, np.int64),
+            "length_penalty": np.array(length_penalty, np.float64),
+            "max_length_a": np.array(max_length_a, np.float64),
+            "max_length_b": np.array(max_length_b, np.int64),
+        }
+        hypotheses, lengths, scores, log_probs, finished = self.session.run(self.OUTPUTS, feeds)
+        return [
+            [
+                Hypothesis(hypotheses[row, rank, : lengths[row, rank]].tolist(), float(scores[row, rank]),
+                           float(log_probs[row, rank]), bool(finished[row, rank]))
+                for rank in range(hypotheses.shape[1])
+                if np.isfinite(scores[row, rank])
+            ]
+            for row in range(len(sources))
+        ]
+
+
 class Translator:
-    """Translates text with a bundle's ONNX graphs and the batched numpy search.
+    """Translates text with a bundle's ONNX graphs.
+
+    Two engines give the same results: `graph` runs `translator.onnx`, the encoder and the
+    whole beam search in one onnxruntime call per batch; `steps` runs `encoder.onnx`, then
+    `decoder_step.onnx` once per output token from the numpy search of `serving.search`.
+    The default is `graph` (lower latency, BENCHMARKS.md) for bundles that have it.
 
     Build one with `Translator.from_bundle(path)`. Safe to call from several
     threads: all per-call data lives on the stack.
     """
 
-    def __init__(self, bundle_dir: str, manifest: dict, providers=None, num_threads=None, int8=False):
+    def __init__(self, bundle_dir: str, manifest: dict, providers=None, num_threads=None, int8=False,
+                 engine: str | None = None):
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         manifest_path = os.path.join(bundle_dir, MANIFEST)
@@ -243,6 +297,7 @@ class Translator:
             if models is None:
                 raise BundleError(f"{manifest_path}: no {variant} models in this bundle")
             encoder_file, step_file = models["encoder"], models["decoder_step"]
+            graph_file = models.get("translator")
             tokenizers = manifest["tokenizers"]
             source_file, target_file = tokenizers["source"], tokenizers["target"]
             self.special_ids = {name: int(manifest["special_ids"][name]) for name in ("bos", "eos")}
@@ -253,6 +308,15 @@ class Translator:
             raise BundleError(f"{manifest_path}: field {error} is missing") from None
         except (AttributeError, TypeError, ValueError) as error:
             raise BundleError(f"{manifest_path}: malformed ({error})") from None
+        if engine not in (None, *ENGINES):
+            raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+        if engine == "graph" and graph_file is None:
+            raise BundleError(f"{manifest_path}: this bundle has no {variant} translator.onnx "
+                              "(export it again, or use the steps engine)")
+        self.engine = engine or ("graph" if graph_file else "steps")
+        self.graph = None
+        if self.engine == "graph":
+            self.graph = TranslatorGraphSession(os.path.join(bundle_dir, graph_file), providers, num_threads)
         self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
         try:
             small = one_thread_rows(manifest["config"]["model"], int8)
@@ -264,10 +328,15 @@ class Translator:
         self.target_vocabulary = _load_vocabulary(os.path.join(bundle_dir, target_file))
 
     @classmethod
-    def from_bundle(cls, path: str, providers=None, num_threads: int | None = None, int8: bool = False):
-        """Checks the bundle (format version, sha256 of every file) and opens its sessions."""
+    def from_bundle(cls, path: str, providers=None, num_threads: int | None = None, int8: bool = False,
+                    engine: str | None = None):
+        """Checks the bundle (format version, sha256 of every file) and opens its sessions.
+
+        Args:
+            engine: `graph`, `steps`, or None for `graph` where the bundle has it.
+        """
         manifest = read_manifest(path, verify=True)
-        return cls(path, manifest, providers=providers, num_threads=num_threads, int8=int8)
+        return cls(path, manifest, providers=providers, num_threads=num_threads, int8=int8, engine=engine)
 
     def translate_ids(
         self,
@@ -294,6 +363,13 @@ class Translator:
                 if len(source) > self.max_source_length:
                     warnings.warn(TruncationWarning(index, len(source), self.max_source_length))
                     sources[index] = source[: self.max_source_length]
+        if n_best > beam_size:
+            raise ValueError(f"n_best ({n_best}) must not exceed beam_size ({beam_size})")
+        if self.graph is not None:
+            return in_length_batches(
+                functools.partial(self.graph, beam_size=beam_size, n_best=n_best, length_penalty=length_penalty,
+                                  max_length_a=a, max_length_b=b),
+                sources, batch_size, progress)
         encode, step, batch_axes = self._search_functions(beam_size)
         return decode_in_batches(
             encode,
@@ -371,6 +447,8 @@ class EnsembleTranslator(Translator):
             if (member.reverse_source, member.special_ids) != (first.reverse_source, first.special_ids):
                 raise BundleError(f"{member.bundle_dir}: source reversal or special ids differ from {first.bundle_dir}'s")
         self.members = list(members)
+        self.graph = None  # The members' step graphs are combined per step.
+        self.engine = "steps"
         for name in ("bundle_dir", "manifest", "special_ids", "reverse_source", "decode", "max_source_length",
                      "source_vocabulary", "target_vocabulary"):
             setattr(self, name, getattr(first, name))

@@ -20,7 +20,6 @@ def random_encoder_graph(num_layers: int, hidden: int, embedding: int, vocabular
         return rng.uniform(-scale, scale, shape).astype(np.float32)
 
     init = [numpy_helper.from_array(uniform(vocabulary, embedding), "source_embedding"),
-            numpy_helper.from_array(np.array([1, 0, 2], np.int64), "perm"),
             numpy_helper.from_array(np.array([1], np.int64), "axis_1")]
     nodes = [helper.make_node("Gather", ["source_embedding", "source_ids"], ["embedded"]),
              helper.make_node("Transpose", ["embedded"], ["x_0"], perm=[1, 0, 2]),

@@ -26,8 +26,16 @@ def test_manifest_records_files_gate_and_versions(bundle):
     _, out, _, manifest = bundle
     on_disk = json.load(open(os.path.join(out, "manifest.json")))
     assert on_disk["format_version"] == 1 and on_disk["checkpoint"] == "best"
-    assert set(on_disk["files"]) == {"encoder.onnx", "decoder_step.onnx", "encoder.int8.onnx",
-                                     "decoder_step.int8.onnx", "source_tokenizer.json", "target_tokenizer.json"}
+    assert set(on_disk["files"]) == {"encoder.onnx", "decoder_step.onnx", "translator.onnx", "encoder.int8.onnx",
+                                     "decoder_step.int8.onnx", "translator.int8.onnx", "source_tokenizer.json",
+                                     "target_tokenizer.json"}
+    assert on_disk["models"]["float32"]["translator"] == "translator.onnx"
+    assert on_disk["models"]["int8"]["translator"] == "translator.int8.onnx"
+    for variant in ("float32", "int8"):
+        entry = on_disk["gate"]["translator"][variant]
+        assert entry["identical_share"] == 1.0 and entry["max_score_diff"] <= 1e-5 and entry["sentences"] == 40
+    assert on_disk["tensors"]["translator"]["inputs"] == ["source_ids", "source_lengths", "beam_size", "n_best",
+                                                          "length_penalty", "max_length_a", "max_length_b"]
     assert on_disk["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
     assert on_disk["gate"]["max_abs_log_prob_diff"] <= 1e-4
     assert on_disk["gate"]["identical_beam1"] == on_disk["gate"]["identical_beam5"] == 1.0

@@ -1,0 +1,163 @@
+"""`translator.onnx` against the numpy search over the step graphs: the same n-best lists."""
+
+import itertools
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from export.checks import ExportError, check_translator
+from export.search_graph import translator_graph
+from export.translator_export import SearchSetting, compare_engines, write_translator
+from graphs import random_models
+from serving.search import in_length_batches
+from serving.tokenizers import load_vocabulary
+from serving.translator import TranslatorGraphSession
+
+BOS, EOS = 2, 3
+GRID = [SearchSetting(beam, n_best, penalty, a, b)
+        for beam in (1, 2, 5) for n_best in sorted({1, beam}) for penalty in (0.0, 0.6, 1.0)
+        for a, b in ((1.5, 5), (1.2, 10), (0.7, 0))]
+
+
+def _assert_identical(report):
+    for entry in report:
+        assert entry["different"] == 0, entry
+        assert entry["max_score_diff"] <= 1e-5, entry
+
+
+def _random_bundle(directory, attention, vocabulary=12, scale=1.0, seed=0):
+    encoder, step = random_models(attention, vocabulary=vocabulary, scale=scale, seed=seed)
+    onnx.save(encoder, os.path.join(directory, "encoder.onnx"))
+    onnx.save(step, os.path.join(directory, "decoder_step.onnx"))
+    write_translator(str(directory), "", reverse_source=True, bos_id=BOS, eos_id=EOS, encoder_lstms=2,
+                     decoder_lstms=2)
+    return str(directory)
+
+
+def _random_sources(count, vocabulary, longest, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(4, vocabulary, rng.integers(0, longest + 1)).tolist() for _ in range(count)]
+
+
+@pytest.mark.parametrize("attention", [False, True], ids=["no_attention", "attention"])
+def test_random_weights_give_the_numpy_search_results_over_the_grid(tmp_path, attention):
+    bundle = _random_bundle(tmp_path, attention)
+    sources = _random_sources(500, 12, 12)
+    report = compare_engines(bundle, "", sources, GRID, reverse_source=True, bos_id=BOS, eos_id=EOS)
+    _assert_identical(report)
+    # Both ways of finishing happen on this grid: with eos and at the length limit.
+    graph = TranslatorGraphSession(os.path.join(bundle, "translator.onnx"), ["CPUExecutionProvider"], 1)
+    flags = set()
+    for a, b in ((1.2, 10), (0.7, 0)):
+        found = graph(sources[:100], beam_size=5, n_best=5, length_penalty=1.0, max_length_a=a, max_length_b=b)
+        flags |= {h.finished for hypotheses in found for h in hypotheses}
+    assert flags == {True, False}
+
+
+def _bundle_sources(run_dir, bundle_dir, count=500):
+    words = []
+    for split in ("train", "dev", "test"):
+        with open(os.path.join(run_dir, "data", f"{split}.tsv"), encoding="utf-8") as handle:
+            words += [line.split("\t")[0] for line in handle.read().splitlines()]
+    manifest = json.load(open(os.path.join(bundle_dir, "manifest.json")))
+    vocabulary = load_vocabulary(os.path.join(bundle_dir, manifest["tokenizers"]["source"]))
+    sources = [vocabulary.encode(word) for word in words[:count]]
+    return sources, manifest
+
+
+@pytest.mark.parametrize("suffix", ["", ".int8"], ids=["float32", "int8"])
+def test_the_trained_tiny_model_gives_the_step_engine_results_over_the_grid(tiny_bundle, suffix):
+    run_dir, bundle_dir, _, _ = tiny_bundle
+    sources, manifest = _bundle_sources(run_dir, bundle_dir)
+    assert len(sources) == 500
+    report = compare_engines(bundle_dir, suffix, sources, GRID, reverse_source=manifest["reverse_source"],
+                             bos_id=BOS, eos_id=EOS)
+    _assert_identical(report)
+
+
+def test_edge_cases(tiny_bundle, tmp_path):
+    run_dir, bundle_dir, _, _ = tiny_bundle
+    sources, manifest = _bundle_sources(run_dir, bundle_dir, count=20)
+    limit = manifest["max_source_length"]
+    edge = [[], sources[0], [5] * limit, sources[1][:1]]
+    settings = [SearchSetting(3, 3, 1.0, 0.0, 4),  # a = 0; n-best equal to the beam
+                SearchSetting(1, 1, 0.0, 0.0, 1),  # one output token
+                SearchSetting(4, 2, 0.6, 1.5, 5)]
+    for batch in ([source] for source in edge):  # batch 1
+        _assert_identical(compare_engines(bundle_dir, "", batch, settings, reverse_source=manifest["reverse_source"],
+                                          bos_id=BOS, eos_id=EOS))
+    _assert_identical(compare_engines(bundle_dir, "", edge, settings, reverse_source=manifest["reverse_source"],
+                                      bos_id=BOS, eos_id=EOS))
+    # 2 x beam larger than the vocabulary: every token is a candidate.
+    small = _random_bundle(tmp_path, attention=True, vocabulary=7)
+    wide = [SearchSetting(5, 5, 1.0, 1.5, 5), SearchSetting(7, 2, 0.0, 1.2, 3)]
+    _assert_identical(compare_engines(small, "", _random_sources(60, 7, 6), wide, reverse_source=True,
+                                      bos_id=BOS, eos_id=EOS))
+
+
+def test_outputs_have_the_documented_shapes_and_padding(tmp_path):
+    bundle = _random_bundle(tmp_path, attention=False)
+    graph = TranslatorGraphSession(os.path.join(bundle, "translator.onnx"), ["CPUExecutionProvider"], 1)
+    from serving.search import pad_sources
+
+    ids, lengths = pad_sources([[5, 6, 7], [8]], reverse=False)
+    outputs = graph.session.run(None, {"source_ids": ids, "source_lengths": lengths,
+                                       "beam_size": np.array(4, np.int64), "n_best": np.array(3, np.int64),
+                                       "length_penalty": np.array(1.0), "max_length_a": np.array(1.0),
+                                       "max_length_b": np.array(3, np.int64)})
+    named = dict(zip([o.name for o in graph.session.get_outputs()], outputs))
+    assert named["hypotheses"].dtype == np.int32 and named["hypotheses"].shape[:2] == (2, 3)
+    assert named["hypotheses"].shape[2] == named["hypothesis_lengths"].max()
+    for name in ("hypothesis_lengths", "scores", "log_probs", "finished"):
+        assert named[name].shape == (2, 3)
+    for row, rank in itertools.product(range(2), range(3)):
+        assert not named["hypotheses"][row, rank, named["hypothesis_lengths"][row, rank]:].any()
+    assert np.all(np.diff(named["scores"], axis=1) <= 0)  # best first
+
+
+def test_the_check_refuses_a_graph_whose_search_is_not_one_loop_over_fused_lstms():
+    encoder, step = random_models(attention=False)
+    model = translator_graph(encoder, step, reverse_source=False, bos_id=BOS, eos_id=EOS)
+    counts = check_translator(model, 2, 2, "translator.onnx")
+    assert counts["graph"]["Loop"] == 1 and counts["loop_body"]["LSTM"] == 2
+    with pytest.raises(ExportError, match="expected 3 fused encoder"):
+        check_translator(model, 3, 2, "translator.onnx")
+    loop = next(node for node in model.graph.node if node.op_type == "Loop")
+    body = loop.attribute[0].g
+    lstm = next(node for node in body.node if node.op_type == "LSTM")
+    body.node.append(helper.make_node("Scan", [], ["nothing"], body=helper.make_graph([], "empty", [], []),
+                                      num_scan_inputs=0))
+    with pytest.raises(ExportError, match="loop body contains Scan"):
+        check_translator(model, 2, 2, "translator.onnx")
+    assert lstm.op_type == "LSTM"
+
+
+def test_engines_agree_through_the_translator(tiny_bundle):
+    from serving.translator import Translator
+
+    bundle_dir = tiny_bundle[1]
+    graph = Translator.from_bundle(bundle_dir)
+    steps = Translator.from_bundle(bundle_dir, engine="steps")
+    assert graph.engine == "graph" and steps.engine == "steps"
+    words = ["", "a", "hello", "zebra", "onnxruntime", "sequence", "🙂", "x"]
+    for options in ({"beam_size": 1}, {"beam_size": 3, "n_best": 3}, {"beam_size": 5, "n_best": 2}):
+        a, b = graph.translate(words, **options), steps.translate(words, **options)
+        assert [[(t.text, t.token_ids) for t in r] for r in a] == [[(t.text, t.token_ids) for t in r] for r in b]
+        for x, y in zip(a, b):
+            assert [t.score for t in x] == pytest.approx([t.score for t in y], abs=1e-5)
+
+
+def test_in_length_batches_keeps_the_input_order():
+    sources = [[1] * n for n in (5, 0, 3, 3, 9, 1)]
+    seen = []
+
+    def decode(batch):
+        seen.append([len(s) for s in batch])
+        return [len(s) for s in batch]
+
+    assert in_length_batches(decode, sources, batch_size=4) == [5, 0, 3, 3, 9, 1]
+    assert seen == [[0, 1, 3, 3], [5, 9]]
