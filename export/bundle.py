@@ -31,7 +31,16 @@ import time
 import numpy as np
 
 from export.onnx_export import OPSET, export_onnx
-from export.translator_export import check_engines_agree, compare_engines, gate_settings, gate_summary, write_translator
+from export.translator_export import (
+    AWKWARD_LINES,
+    check_engines_agree,
+    compare_engines,
+    compare_text,
+    gate_settings,
+    gate_summary,
+    write_text_translator,
+    write_translator,
+)
 from keras_s2s.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from serving.search import decode_in_batches, pad_sources
 from serving.translator import FORMAT_VERSION, DecoderStepSession, EncoderSession, sha256_of
@@ -377,8 +386,25 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
                     shutil.copyfile(path + ".json", os.path.join(work_dir, name + ".json"))
                     files.append(name + ".json")
             tokenizers[side] = name
+        max_source_length = longest_training_source(run_dir, source_tokenizer)
+        if config.tokenizer.type == "symbol":
+            _progress("writing the text translator (symbol tokenizers in the graph, standard string operators)")
+            translator_ops["text"] = write_text_translator(work_dir, tokenizers["source"], tokenizers["target"],
+                                                           max_source_length)
+            models["float32"]["text_translator"] = "translator.text.onnx"
+            files.append("translator.text.onnx")
         dev_pairs = read_tsv(os.path.join(run_dir, "data", "dev.tsv"))
         gate = run_gate(model, config, source_tokenizer, target_tokenizer, work_dir, options, dev_pairs)
+        if "text_translator" in models["float32"]:
+            _progress("gate (e): translator.text.onnx against the tokenizers around translator.onnx")
+            texts = [pair.source for pair in dev_pairs[: options.gate_sentences]] + AWKWARD_LINES
+            report = compare_text(work_dir, tokenizers["source"], tokenizers["target"], max_source_length, texts,
+                                  gate_settings(config.decode))
+            gate["text_translator"] = gate_summary(report)
+            try:
+                check_engines_agree(report, "gate (e): translator.text.onnx", texts)
+            except Exception as error:
+                raise GateError(str(error)) from None
         saved_model = None
         if options.saved_model_dir:
             _progress(f"writing the SavedModel to {options.saved_model_dir}")
@@ -390,7 +416,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
             "reverse_source": config.model.reverse_source,
             "attention": config.model.attention,
-            "max_source_length": longest_training_source(run_dir, source_tokenizer),
+            "max_source_length": max_source_length,
             "decode": {
                 "beam_size": config.decode.beam_size,
                 "length_penalty": config.decode.length_penalty,
@@ -408,7 +434,8 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             },
             "lstm": {
                 "fused_nodes": {"encoder": op_counts["encoder"]["LSTM"], "decoder_step": op_counts["decoder_step"]["LSTM"]},
-                "translator_loops": {variant: counts["graph"]["Loop"] for variant, counts in translator_ops.items()},
+                "translator_loops": {variant: counts["graph"]["Loop"] for variant, counts in translator_ops.items()
+                                     if variant != "text"},
                 "converted_by": {"encoder": "tf2onnx", "decoder_step": "export/step_graph.py"},
                 "encoder_sequence_lens": "source_lengths, attached by the exporter",
             },
@@ -459,6 +486,10 @@ def summary(manifest: dict, out_dir: str) -> str:
             f"  int8: {scores(gate['int8'])} (loss {gate['int8_loss']:+.2f} points, "
             f"identical to float32 {100 * gate['int8_identical_share']:.1f}%)"
         )
+    if "text_translator" in gate:
+        entry = gate["text_translator"]
+        lines.append(f"  text translator: identical to the tokenizers around translator.onnx on "
+                     f"{100 * entry['identical_share']:.1f}% of {entry['sentences']} lines")
     for variant, entry in gate.get("translator", {}).items():
         lines.append(f"  translator ({variant}): identical to the step engine on {100 * entry['identical_share']:.1f}% "
                      f"of {entry['sentences']} sentences, scores within {entry['max_score_diff']:.1e}")

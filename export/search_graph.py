@@ -333,7 +333,9 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
     nth = g.op("TopK", [g.op("Gather", [finished["finished_scores"], inp["sentences"]], axis=0), "n_best_1d"],
                "nth", outputs=2, axis=1)[0]
     nth = g.op("Gather", [nth, g.op("Sub", ["n_best", one])], "nth_score", axis=1)
-    bound = g.op("Div", [g.op("Cast", [g.op("ReduceMax", [new_scores], axes=[1], keepdims=0)], to=TensorProto.DOUBLE),
+    # The new beams' scores are in descending order: the first is the best.
+    best_live = g.op("Gather", [new_scores, zero], "best_live", axis=1)
+    bound = g.op("Div", [g.op("Cast", [best_live], to=TensorProto.DOUBLE),
                          g.op("Gather", ["limit_divisor", inp["sentences"]], axis=0)], "bound")
     early = g.op("And", [g.op("GreaterOrEqual", [count, "n_best"]), g.op("LessOrEqual", [bound, nth])], "early_stop")
     done = g.op("Or", [g.op("Or", [at_limit, g.op("GreaterOrEqual", [count, "beam_size"])]), early], "done")

@@ -132,3 +132,76 @@ def gate_summary(report: Sequence[dict]) -> dict:
         "max_score_diff": max((e["max_score_diff"] for e in report), default=0.0),
     }
 
+
+
+# Lines the text gate adds to the dev sentences: blank lines, unknown characters, emoji,
+# upper case, a line past the source limit.
+AWKWARD_LINES = ["", " ", "\u3000", "\t", "🙂", "a🙂🙂b", "ÀÉÎõ", "HELLO", "l'été", "x y", "q" * 300]
+
+
+def write_text_translator(bundle_dir: str, source_file: str, target_file: str, max_source_length: int) -> dict:
+    """Builds `translator.text.onnx` (symbol tokenizers) from `translator.onnx` in `bundle_dir`.
+
+    Returns:
+        The op counts of the graph.
+    """
+    import collections
+    import json
+
+    from export.text_graph import text_translator_graph
+
+    with open(os.path.join(bundle_dir, source_file), encoding="utf-8") as handle:
+        source = json.load(handle)
+    with open(os.path.join(bundle_dir, target_file), encoding="utf-8") as handle:
+        target = json.load(handle)
+    model = text_translator_graph(onnx.load(os.path.join(bundle_dir, "translator.onnx")), source, target,
+                                  max_source_length)
+    onnx.checker.check_model(model)
+    path = os.path.join(bundle_dir, "translator.text.onnx")
+    onnx.save(model, path + ".partial")
+    os.replace(path + ".partial", path)
+    return dict(collections.Counter(node.op_type for node in model.graph.node))
+
+
+def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source_length: int,
+                 texts: Sequence[str], settings: Sequence[SearchSetting]) -> list[dict]:
+    """`translator.text.onnx` against the tokenizer, `translator.onnx` and the detokenizer
+    (what `serving.translator.Translator.translate` does) on `texts`, per setting.
+
+    Returns:
+        Per setting, its fields, `sentences`, `different` (texts or count) and `max_score_diff`.
+    """
+    import numpy as np
+
+    from serving.tokenizers import load_vocabulary
+    from serving.translator import _open_session
+
+    source = load_vocabulary(os.path.join(bundle_dir, source_file))
+    target = load_vocabulary(os.path.join(bundle_dir, target_file))
+    providers = ["CPUExecutionProvider"]
+    graph = TranslatorGraphSession(os.path.join(bundle_dir, "translator.onnx"), providers, 1)
+    text_session = _open_session(os.path.join(bundle_dir, "translator.text.onnx"), providers, 1)
+    sources = [source.encode(text)[: max_source_length or None] for text in texts]
+    report = []
+    for setting in settings:
+        found = in_length_batches(functools.partial(graph, **dataclasses.asdict(setting)), sources, 64)
+        expected = [[("", 0.0)] if not text.strip() else [(target.decode(h.token_ids), h.score) for h in hypotheses]
+                    for text, hypotheses in zip(texts, found)]
+        feeds = {"texts": np.array(list(texts), dtype=object),
+                 "beam_size": np.array(setting.beam_size, np.int64), "n_best": np.array(setting.n_best, np.int64),
+                 "length_penalty": np.array(setting.length_penalty, np.float64),
+                 "max_length_a": np.array(setting.max_length_a, np.float64),
+                 "max_length_b": np.array(setting.max_length_b, np.int64)}
+        translations, scores = text_session.run(["translations", "text_scores"], feeds)
+        different, worst, first = 0, 0.0, None
+        for index, want in enumerate(expected):
+            got = [(str(translations[index, rank]), float(scores[index, rank]))
+                   for rank in range(translations.shape[1]) if np.isfinite(scores[index, rank])]
+            if [text for text, _ in got] != [text for text, _ in want]:
+                different += 1
+                first = index if first is None else first
+            else:
+                worst = max([worst] + [abs(a[1] - b[1]) for a, b in zip(got, want)])
+        report.append({**dataclasses.asdict(setting), "sentences": len(texts), "different": different,
+                       "max_score_diff": worst, "first": first})
+    return report

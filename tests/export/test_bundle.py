@@ -27,8 +27,10 @@ def test_manifest_records_files_gate_and_versions(bundle):
     on_disk = json.load(open(os.path.join(out, "manifest.json")))
     assert on_disk["format_version"] == 1 and on_disk["checkpoint"] == "best"
     assert set(on_disk["files"]) == {"encoder.onnx", "decoder_step.onnx", "translator.onnx", "encoder.int8.onnx",
-                                     "decoder_step.int8.onnx", "translator.int8.onnx", "source_tokenizer.json",
-                                     "target_tokenizer.json"}
+                                     "decoder_step.int8.onnx", "translator.int8.onnx", "translator.text.onnx",
+                                     "source_tokenizer.json", "target_tokenizer.json"}
+    assert on_disk["models"]["float32"]["text_translator"] == "translator.text.onnx"
+    assert on_disk["gate"]["text_translator"]["identical_share"] == 1.0
     assert on_disk["models"]["float32"]["translator"] == "translator.onnx"
     assert on_disk["models"]["int8"]["translator"] == "translator.int8.onnx"
     for variant in ("float32", "int8"):
