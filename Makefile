@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 RUN_DIR ?= runs/g2p_small
 DEMO_MINUTES ?= 8
 
-.PHONY: setup setup-dev demo test bench g2p-ensemble clean
+.PHONY: setup setup-dev setup-web demo test bench g2p-ensemble clean
 
 $(BIN)/s2s: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,15 @@ demo: setup
 	printf 'keras\nsequence\nphoneme\nonnxruntime\n' > $(RUN_DIR)/demo_words.txt
 	$(BIN)/s2s-translate $(BUNDLE_DIR) -i $(RUN_DIR)/demo_words.txt --beam 5 | paste $(RUN_DIR)/demo_words.txt -
 
-test: setup-dev
+# The JavaScript runtimes of web/ (onnxruntime-node, onnxruntime-web, playwright-core) from
+# package-lock.json; --ignore-scripts: onnxruntime-node's install script would download GPU
+# binaries, and the CPU binary ships in the package.
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
+
+setup-web: web/node_modules/.package-lock.json
+
+test: setup-dev setup-web
 	$(BIN)/python -m pytest -q tests
 
 # Two g2p_best members with different seeds, side by side with one thread each (on 2 cores
@@ -63,4 +71,4 @@ bench: setup-dev
 	$(BIN)/python bench/train.py --presets g2p_small,bible_small,paper
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs web/node_modules

@@ -304,8 +304,8 @@ def worker(args) -> dict:
     rows = []
     models = []
     if args.bundle:
-        ort32 = Translator.from_bundle(args.bundle, num_threads=threads)
-        ort8 = Translator.from_bundle(args.bundle, num_threads=threads, int8=True)
+        ort32 = Translator.from_bundle(args.bundle, num_threads=threads, engine="steps")
+        ort8 = Translator.from_bundle(args.bundle, num_threads=threads, int8=True, engine="steps")
         config, model, source_tokenizer, target_tokenizer = load_run(args.run_dir)
         bundle_model = model
         keras_translator = KerasTranslator(model, config, source_tokenizer, target_tokenizer)

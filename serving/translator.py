@@ -317,13 +317,17 @@ class Translator:
         self.graph = None
         if self.engine == "graph":
             self.graph = TranslatorGraphSession(os.path.join(bundle_dir, graph_file), providers, num_threads)
-        self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
-        try:
-            small = one_thread_rows(manifest["config"]["model"], int8)
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a bundle without its model's shape
-            small = 0
-        self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads,
-                                               one_thread_rows=small)
+        # The step graphs are opened for the steps engine only: a graph-engine translator
+        # holds one session.
+        self.encoder = self.decoder_step = None
+        if self.engine == "steps":
+            self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
+            try:
+                small = one_thread_rows(manifest["config"]["model"], int8)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a bundle without its model's shape
+                small = 0
+            self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads,
+                                                   one_thread_rows=small)
         self.source_vocabulary = _load_vocabulary(os.path.join(bundle_dir, source_file))
         self.target_vocabulary = _load_vocabulary(os.path.join(bundle_dir, target_file))
 
@@ -438,6 +442,10 @@ class EnsembleTranslator(Translator):
         if not members:
             raise ValueError("an ensemble needs at least one bundle")
         first = members[0]
+        for member in members:
+            if member.engine != "steps":
+                raise ValueError(f"{member.bundle_dir}: an ensemble combines its members' steps: open every member "
+                                 "with engine='steps'")
         for member in members[1:]:
             for side in ("source", "target"):
                 name, other = first.manifest["tokenizers"][side], member.manifest["tokenizers"][side]

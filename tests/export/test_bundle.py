@@ -214,7 +214,7 @@ def test_a_kill_between_the_two_renames_is_recovered(bundle, tmp_path):
 def test_decoder_step_selects_the_best_tokens_in_the_graph(bundle):
     _, out, _, _ = bundle
     for int8 in (False, True):
-        translator = Translator.from_bundle(out, int8=int8)
+        translator = Translator.from_bundle(out, int8=int8, engine="steps")
         assert translator.decoder_step.has_top_k
         state = translator._encode(np.array([[5, 6, 7]], np.int32), np.array([3], np.int32))
         tokens = np.array([2], np.int32)

@@ -68,8 +68,9 @@ def _truncated_onnx(bundle_dir):
 
 
 def _truncated_onnx_with_matching_sha(bundle_dir):
-    _truncate(bundle_dir, "decoder_step.onnx")
-    _rehash(bundle_dir, "decoder_step.onnx")
+    # The default (graph) engine's file.
+    _truncate(bundle_dir, "translator.onnx")
+    _rehash(bundle_dir, "translator.onnx")
 
 
 def _manifest_not_json(bundle_dir):
@@ -99,7 +100,7 @@ DAMAGES = {
     "sha256 mismatch": (_sha_mismatch, r"source_tokenizer\.json: sha256 does not match"),
     "truncated onnx": (_truncated_onnx, r"decoder_step\.onnx: sha256 does not match"),
     "truncated onnx, sha256 updated": (
-        _truncated_onnx_with_matching_sha, r"decoder_step\.onnx: onnxruntime cannot load this model"
+        _truncated_onnx_with_matching_sha, r"translator\.onnx: onnxruntime cannot load this model"
     ),
     "manifest is not json": (_manifest_not_json, r"manifest\.json: not valid JSON"),
     "manifest lacks a field": (_manifest_without_field, r"manifest\.json: field 'special_ids' is missing"),

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def translator(tiny_bundle):
-    return Translator.from_bundle(tiny_bundle[1])
+    return Translator.from_bundle(tiny_bundle[1], engine="steps")
 
 
 def test_odd_lines_keep_count_and_order(translator):
@@ -102,7 +102,7 @@ WORDS = ["hello", "world", "", "translation", "a", "sequence"]
 def test_an_ensemble_of_a_bundle_with_itself_translates_as_the_bundle(translator, tiny_bundle):
     from serving.translator import EnsembleTranslator
 
-    ensemble = EnsembleTranslator([translator, Translator.from_bundle(tiny_bundle[1])])
+    ensemble = EnsembleTranslator([translator, Translator.from_bundle(tiny_bundle[1], engine="steps")])
     alone = translator.translate(WORDS, beam_size=3, n_best=2)
     together = ensemble.translate(WORDS, beam_size=3, n_best=2)
     assert [[t.text for t in found] for found in together] == [[t.text for t in found] for found in alone]
@@ -134,7 +134,7 @@ def test_ensemble_hypotheses_score_the_mean_of_their_members(translator, tiny_bu
 
     from serving.translator import EnsembleTranslator
 
-    other = Translator.from_bundle(tiny_bundle[1])
+    other = Translator.from_bundle(tiny_bundle[1], engine="steps")
     step = other.decoder_step
     bias = np.random.default_rng(0).uniform(-3, 0, translator.target_vocabulary.vocabulary_size).astype(np.float32)
 
@@ -176,7 +176,8 @@ def test_an_ensemble_refuses_a_bundle_with_other_tokenizers(tiny_bundle, tmp_pat
     manifest["files"][name]["sha256"] = sha256_of(str(other / name))
     (other / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(BundleError, match=f"{name}: the target tokenizer differs"):
-        EnsembleTranslator([Translator.from_bundle(tiny_bundle[1]), Translator.from_bundle(str(other))])
+        EnsembleTranslator([Translator.from_bundle(tiny_bundle[1], engine="steps"),
+                            Translator.from_bundle(str(other), engine="steps")])
 
 
 def test_cli_ensemble_translates_every_line_in_order(tiny_bundle, tmp_path, capsys):
@@ -204,11 +205,11 @@ def test_step_work_per_row_from_the_manifest_matches_the_graph(tiny_bundle):
 def test_small_steps_run_on_one_thread_with_the_same_results(tiny_bundle):
     bundle = tiny_bundle[1]
     words = ["alpha", "quick", "zebra", "pneumonia"]
-    several = Translator.from_bundle(bundle, num_threads=2)
+    several = Translator.from_bundle(bundle, num_threads=2, engine="steps")
     step = several.decoder_step
     assert step.one_thread_rows > 5  # a tiny model: every call of a small batch
-    assert Translator.from_bundle(bundle, num_threads=1).decoder_step.one_thread_rows == 0
-    plain = Translator.from_bundle(bundle, num_threads=2)
+    assert Translator.from_bundle(bundle, num_threads=1, engine="steps").decoder_step.one_thread_rows == 0
+    plain = Translator.from_bundle(bundle, num_threads=2, engine="steps")
     plain.decoder_step.one_thread_rows = 0
     for word in words:
         found = several.translate([word], beam_size=3, n_best=3)[0]
@@ -219,7 +220,7 @@ def test_small_steps_run_on_one_thread_with_the_same_results(tiny_bundle):
     assert step._one_thread.get_session_options().intra_op_num_threads == 1
     assert step.session.get_session_options().intra_op_num_threads == 2
     # At the threshold and above, the session with every thread.
-    wide = Translator.from_bundle(bundle, num_threads=2)
+    wide = Translator.from_bundle(bundle, num_threads=2, engine="steps")
     wide.decoder_step.one_thread_rows = 3
     wide.translate(words, beam_size=3, batch_size=1)  # 3 rows per step
     assert wide.decoder_step._one_thread is None
