@@ -175,7 +175,8 @@ def _compact(g: _Graph, texts: str | None, kinds: str) -> tuple[str | None, str]
                                             g.const(1, i64)])], to=TensorProto.FLOAT)
     key = g.op("Add", [g.op("Mul", [g.op("Cast", [empty], to=TensorProto.FLOAT),
                                     g.op("Cast", [size], to=TensorProto.FLOAT)]), position])
-    filled = g.op("ReduceSum", [g.op("Cast", [g.op("Not", [empty])], to=TensorProto.INT64)], keepdims=0)
+    filled = g.op("ReduceSum", [g.op("Cast", [g.op("Not", [empty])], to=TensorProto.INT64), g.const([1], i64)],
+                  keepdims=0)  # [b]: the segments each row keeps
     width = g.op("Max", [g.op("Reshape", [g.op("ReduceMax", [filled], keepdims=1), g.const([1], i64)]),
                          g.const([1], i64)])
     width = g.op("Min", [width, size])

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Drives the demo page in headless Chromium (playwright-core with the system's chromium):
-//   node web/page.mjs URL [--fixture FIXTURE.json] [--type WORD] [--screenshot FILE.png]
-// prints JSON: the page's status line, its table, and for a fixture the page translator's
-// outputs on it (`{"text": [...], "ids": [...]}`), for the tests to compare with Python's.
+//   node web/page.mjs URL [--fixture FIXTURE.json] [--bench SOURCES.json] [--type WORD]
+//                         [--screenshot FILE.png]
+// prints JSON: the page's status line, its table, for a fixture the page translator's
+// outputs on it (`{"text": [...], "ids": [...]}`, for the tests to compare with Python's),
+// and for `--bench` the batch-1 latency of translator.onnx in the page.
 import {readFile} from 'node:fs/promises';
 import {parseArgs} from 'node:util';
 
@@ -12,6 +14,7 @@ const {values: args, positionals} = parseArgs({
   allowPositionals: true,
   options: {
     fixture: {type: 'string'},
+    bench: {type: 'string'},
     type: {type: 'string'},
     screenshot: {type: 'string'},
     chromium: {type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium'},
@@ -40,6 +43,13 @@ try {
       }
       return out;
     }, fixture);
+  }
+  if (args.bench) {
+    const {sources, beamSize} = JSON.parse(await readFile(args.bench, 'utf-8'));
+    result.bench = await page.evaluate(async ({sources, beamSize}) => {
+      const {latency} = await import('./s2s.mjs');
+      return latency(window.s2sTranslator, sources, {beamSize});
+    }, {sources, beamSize});
   }
   if (args.type !== undefined) {
     const before = await page.evaluate(() => Number(document.body.dataset.translated || 0));

@@ -150,3 +150,17 @@ export class Translator {
     return result;
   }
 }
+
+/** Batch-1 latency of `translateIds` over `sources` (after one warm-up call), in ms. */
+export async function latency(translator, sources, options = {}) {
+  await translator.translateIds([sources[0]], options);
+  const times = [];
+  for (const source of sources) {
+    const started = performance.now();
+    await translator.translateIds([source], options);
+    times.push(performance.now() - started);
+  }
+  times.sort((a, b) => a - b);
+  const at = (q) => times[Math.min(times.length - 1, Math.max(0, Math.round((q / 100) * (times.length - 1))))];
+  return {p50_ms: at(50), p90_ms: at(90), sentences: times.length};
+}
