@@ -56,6 +56,9 @@ class CountingStep:
         self.calls += 1
         return self.step(token_ids, state, **kwargs)
 
+    def __getattr__(self, name):
+        return getattr(self.step, name)
+
 
 def _row_share(bundle: str, sources, beam: int, batch: int) -> dict:
     """Decoder-step rows with done sentences leaving (as decoded) against keeping them all."""
@@ -64,14 +67,14 @@ def _row_share(bundle: str, sources, beam: int, batch: int) -> dict:
     translator = Translator.from_bundle(bundle, num_threads=1, engine="steps")
     counting = CountingStep(translator.decoder_step)
     translator.decoder_step = counting
-    found = translator.translate_ids(sources, beam_size=beam, batch_size=batch)
-    # Keeping every sentence: each batch runs all its rows until its longest output ends.
+    # Keeping every sentence to the end, each step of a batch would compute all its rows.
     kept = 0
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     for start in range(0, len(order), batch):
-        chunk = order[start : start + batch]
-        steps = max(len(found[i][0].token_ids) + int(found[i][0].finished) for i in chunk)
-        kept += steps * len(chunk) * beam
+        chunk = [sources[i] for i in order[start : start + batch]]
+        calls = counting.calls
+        translator.translate_ids(chunk, beam_size=beam, batch_size=len(chunk))
+        kept += (counting.calls - calls) * len(chunk) * beam
     return {"rows_dropping": counting.rows, "rows_keeping": kept, "keeping_costs": kept / counting.rows - 1}
 
 

@@ -39,9 +39,15 @@ def check_fused_lstms(model_proto: onnx.ModelProto, expected: int, name: str) ->
     return dict(counts)
 
 
+def _subgraphs(node: onnx.NodeProto) -> list:
+    return [helper.get_attribute_value(a) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+
+
 def check_translator(model: onnx.ModelProto, encoder_lstms: int, decoder_lstms: int, name: str) -> dict:
-    """Fails unless the graph is one `Loop` over a body in which every decoder LSTM is one
-    fused node and nothing else loops, with the encoder's fused LSTMs outside it.
+    """Fails unless the graph is one `Loop` (the search) whose body runs every decoder LSTM
+    as one fused node, and nothing else loops: the encoder's fused LSTMs are outside the
+    loop, and the body's `If` branches (the rarely needed bookkeeping) hold no LSTM and no
+    loop.
 
     Returns:
         `{"graph": op counts, "loop_body": op counts}`.
@@ -50,16 +56,21 @@ def check_translator(model: onnx.ModelProto, encoder_lstms: int, decoder_lstms: 
     loops = [node for node in model.graph.node if node.op_type == "Loop"]
     if len(loops) != 1 or counts.get("Scan") or counts.get("If"):
         raise ExportError(f"{name}: expected exactly one Loop (the search) and no Scan or If, found {dict(counts)}")
-    body = helper.get_attribute_value(next(a for a in loops[0].attribute if a.name == "body"))
+    body = _subgraphs(loops[0])[0]
     body_counts = collections.Counter(node.op_type for node in body.node)
-    forbidden = sorted(set(body_counts) & FORBIDDEN_OPS)
+    forbidden = sorted(set(body_counts) & {"Loop", "Scan"})
     if forbidden:
         raise ExportError(f"{name}: the search's loop body contains {', '.join(forbidden)}")
+    branch_nodes = [n for node in body.node if node.op_type == "If" for g in _subgraphs(node) for n in g.node]
+    inside = sorted({n.op_type for n in branch_nodes} & (FORBIDDEN_OPS | LSTM_OPS))
+    if inside:
+        raise ExportError(f"{name}: the loop body's If branches contain {', '.join(inside)}")
     found = {"encoder": sum(counts[op] for op in LSTM_OPS), "decoder": sum(body_counts[op] for op in LSTM_OPS)}
     if found != {"encoder": encoder_lstms, "decoder": decoder_lstms}:
         raise ExportError(f"{name}: expected {encoder_lstms} fused encoder and {decoder_lstms} fused decoder LSTM "
                           f"node(s), found {found['encoder']} and {found['decoder']}")
-    domains = {node.domain for node in list(model.graph.node) + list(body.node)} - {"", "ai.onnx", "com.microsoft"}
+    every = list(model.graph.node) + list(body.node) + branch_nodes
+    domains = {node.domain for node in every} - {"", "ai.onnx", "com.microsoft"}
     if domains:
         raise ExportError(f"{name}: operators from unexpected domains: {', '.join(sorted(domains))}")
     onnx.checker.check_model(model)

@@ -174,7 +174,7 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
                             main.op("Cast", ["max_length_b"], to=TensorProto.DOUBLE)])
     limit = main.op("Max", [main.op("Floor", [limit]), main.const(1.0, f64, "one_f64")])
     max_lengths = main.op("Cast", [limit], "max_lengths", to=TensorProto.INT64)
-    limit_divisor = main.op("Pow", [limit, "length_penalty"], "limit_divisor")
+    main.op("Pow", [limit, "length_penalty"], "limit_divisor")
     longest = main.op("ReduceMax", [main.op("Concat", [main.const([0], i64), max_lengths], axis=0)],
                       "longest_limit", keepdims=0)
     shape_1 = main.const([1], i64, "shape_1")
@@ -208,6 +208,8 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
     batch_slots = main.op("Concat", [batch_1d, slots], axis=0)
     carried["finished_count"] = main.op("ConstantOfShape", [batch_1d], "finished_count_0",
                                         value=numpy_helper.from_array(np.zeros(1, i64)))
+    carried["nth_scores"] = main.op("ConstantOfShape", [batch_1d], "nth_scores_0",
+                                    value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
     carried["finished_scores"] = main.op("ConstantOfShape", [batch_slots], "finished_scores_0",
                                          value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
     carried["finished_log_probs"] = main.op("ConstantOfShape", [batch_slots], "finished_log_probs_0",
@@ -255,6 +257,43 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
     return model
 
 
+TYPES = {"tokens": TensorProto.INT32, "states": TensorProto.FLOAT, "encoder_outputs": TensorProto.FLOAT,
+         "source_lengths": TensorProto.INT32, "scores": TensorProto.FLOAT, "sentences": TensorProto.INT64,
+         "history": TensorProto.INT32, "finished_count": TensorProto.INT64, "nth_scores": TensorProto.DOUBLE,
+         "finished_scores": TensorProto.DOUBLE, "finished_log_probs": TensorProto.FLOAT,
+         "finished_tokens": TensorProto.INT32, "finished_lengths": TensorProto.INT64,
+         "finished_eos": TensorProto.BOOL}
+BUFFERS = ("finished_count", "nth_scores", "finished_scores", "finished_log_probs", "finished_tokens",
+           "finished_lengths", "finished_eos")
+
+
+def _any(g: _Graph, mask: str, hint: str) -> str:
+    """A scalar bool: whether any element of `mask` is true."""
+    flat = g.op("Cast", [g.op("Reshape", [mask, g.const([-1], np.int64)])], to=TensorProto.INT64)
+    total = g.op("ReduceMax", [g.op("Concat", [g.const([0], np.int64), flat], axis=0)], keepdims=0)
+    return g.op("Greater", [total, g.const(0, np.int64)], hint)
+
+
+def _if(g: _Graph, condition: str, branch, passthrough: dict, names: list, hint: str) -> dict:
+    """`If(condition)`: the values `branch(graph)` returns, else `passthrough`'s, for `names`.
+
+    The rarely needed parts of a step (finishing hypotheses, dropping done sentences) run
+    only on the steps that need them, as in the numpy search."""
+    then_graph = _Graph(f"{g.prefix}{hint}/")
+    produced = branch(then_graph)
+    then_outputs = [then_graph.named("Identity", [produced[name]], f"{hint}/{name}") for name in names]
+    else_graph = _Graph(f"{g.prefix}{hint}_not/")
+    else_outputs = [else_graph.named("Identity", [passthrough[name]], f"{hint}_not/{name}") for name in names]
+
+    def subgraph(graph, outputs, label):
+        return helper.make_graph(graph.nodes, label, [], [_tensor(o, TYPES[n], None) for o, n in zip(outputs, names)],
+                                 graph.initializers)
+
+    results = g.op("If", [condition], hint, outputs=len(names), then_branch=subgraph(then_graph, then_outputs, hint),
+                   else_branch=subgraph(else_graph, else_outputs, f"{hint}_not"))
+    return dict(zip(names, [results] if len(names) == 1 else results))
+
+
 def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_id: int, layers2: int,
                  hidden: int) -> onnx.GraphProto:
     """The `Loop` body: one decoder step for every live row, then the beam bookkeeping."""
@@ -276,17 +315,15 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
     g.initializers += step_initializers
 
     length = g.op("Add", ["iteration", one], "length")
-    length_f = g.op("Cast", [length], "length_f64", to=TensorProto.DOUBLE)
-    divisor = g.op("Pow", [length_f, "length_penalty"], "divisor")
     live = g.op("Shape", [inp["scores"]], "live", start=0, end=1)  # [1]
     beam_k = g.op("Mul", ["beam_1d", "step_top_k"], "beam_k")
 
     # The best 2 x beam extensions of each sentence among its beam x k candidates.
     candidates = g.op("Add", [g.op("Reshape", [inp["scores"], g.const([-1, 1], i64)]), "step/values"])
-    candidates = g.op("Reshape", [candidates, g.op("Concat", [live, beam_k], axis=0)], "candidates")
+    by_sentence = g.op("Concat", [live, beam_k], axis=0)
+    candidates = g.op("Reshape", [candidates, by_sentence], "candidates")
     top_scores, top = g.op("TopK", [candidates, "two_beam"], "top", outputs=2, axis=1)
-    words = g.op("GatherElements", [g.op("Reshape", ["step/ids", g.op("Concat", [live, beam_k], axis=0)]), top],
-                 "words", axis=1)
+    words = g.op("GatherElements", [g.op("Reshape", ["step/ids", by_sentence]), top], "words", axis=1)
     parents = g.op("Div", [top, "step_top_k"], "parents")
     is_eos = g.op("Equal", [words, g.const(eos_id, i64, "eos")], "is_eos")
     sentence_start = g.op("Mul", [g.op("Range", [zero, g.op("Squeeze", [live, g.const([0], i64)]), one]), "beam_size"])
@@ -294,15 +331,8 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
 
     # Candidates among the best `beam` that end with eos are finished hypotheses.
     head = [g.const([0], i64), "beam_1d", axis1]
-    ends = g.op("And", [g.op("Slice", [is_eos] + head),
-                        g.op("Greater", [g.op("Slice", [top_scores] + head), minus_inf])], "ends")
-    count = g.op("Gather", [inp["finished_count"], inp["sentences"]], "count", axis=0)
-    ended_parents = g.op("Add", [g.op("Slice", [parents] + head), sentence_start])
-    finished = _add_finished(g, inp, ends, count, g.op("Slice", [top_scores] + head), divisor,
-                             tokens=lambda rows: g.op("Gather", [inp["history"], rows], axis=0),
-                             rows=ended_parents, length=g.op("Sub", [length, one]), eos=True)
-    count = g.op("Add", [count, g.op("ReduceSum", [g.op("Cast", [ends], to=TensorProto.INT64), axis1], keepdims=0)],
-                 "count_after_eos")
+    head_scores = g.op("Slice", [top_scores] + head, "head_scores")
+    ends = g.op("And", [g.op("Slice", [is_eos] + head), g.op("Greater", [head_scores, minus_inf])], "ends")
 
     # The best `beam` candidates that do not end become the new beams.
     position = g.op("Cast", [g.op("Range", [zero, g.op("Squeeze", ["two_beam", g.const([0], i64)]), one])],
@@ -313,7 +343,8 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
     new_scores = g.op("GatherElements", [top_scores, keep], "new_scores", axis=1)
     new_words = g.op("Cast", [g.op("GatherElements", [words, keep], axis=1)], "new_words", to=TensorProto.INT32)
     parent_rows = g.op("Add", [g.op("GatherElements", [parents, keep], axis=1), sentence_start], "parent_rows")
-    history = g.op("Gather", [inp["history"], g.op("Reshape", [parent_rows, flat])], "history", axis=0)
+    flat_parents = g.op("Reshape", [parent_rows, flat], "flat_parent_rows")
+    history = g.op("Gather", [inp["history"], flat_parents], "history", axis=0)
     column = g.op("Equal", [g.op("Range", [zero, g.op("Gather", [g.op("Shape", [history]), one], axis=0), one]),
                             g.op("Sub", [length, one])])
     history = g.op("Where", [column, g.op("Reshape", [new_words, g.const([-1, 1], i64)]), history], "history_written")
@@ -321,60 +352,88 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
     # At its length limit a sentence's live beams finish, unfinished.
     at_limit = g.op("GreaterOrEqual", [length, g.op("Gather", ["max_lengths", inp["sentences"]], axis=0)], "at_limit")
     limited = g.op("And", [g.op("Unsqueeze", [at_limit, axis1]), g.op("Greater", [new_scores, minus_inf])], "limited")
-    finished = _add_finished(g, finished, limited, count, new_scores, divisor,
-                             tokens=lambda rows: g.op("Gather", [history, rows], axis=0),
-                             rows=g.op("Add", [g.op("Unsqueeze", [g.op("Range", [zero, "beam_size", one]), zero]),
-                                               sentence_start]),
-                             length=length, eos=False)
+
+    def finish(b: _Graph) -> dict:
+        divisor = b.op("Pow", [b.op("Cast", [length], to=TensorProto.DOUBLE), "length_penalty"], "divisor")
+        count = b.op("Gather", [inp["finished_count"], inp["sentences"]], "count", axis=0)
+        buffers = {name: inp[name] for name in BUFFERS}
+        buffers = _add_finished(b, buffers, ends, count, head_scores, divisor,
+                                tokens=lambda rows: b.op("Gather", [inp["history"], rows], axis=0),
+                                rows=b.op("Add", [b.op("Slice", [parents] + head), sentence_start]),
+                                length=b.op("Sub", [length, one]), eos=True)
+        count = b.op("Add", [count, b.op("ReduceSum", [b.op("Cast", [ends], to=TensorProto.INT64), axis1],
+                                          keepdims=0)], "count_after_eos")
+        buffers = _add_finished(b, buffers, limited, count, new_scores, divisor,
+                                tokens=lambda rows: b.op("Gather", [history, rows], axis=0),
+                                rows=b.op("Add", [b.op("Unsqueeze", [b.op("Range", [zero, "beam_size", one]), zero]),
+                                                  sentence_start]),
+                                length=length, eos=False)
+        where = b.op("Unsqueeze", [inp["sentences"], axis1])
+        buffers["finished_count"] = b.op("ScatterND", [inp["finished_count"], where, count])
+        # The n_best-th best finished score (-inf while fewer); at-limit hypotheses only
+        # join sentences that are done.
+        nth = b.op("TopK", [b.op("Gather", [buffers["finished_scores"], inp["sentences"]], axis=0), "n_best_1d"],
+                   "nth", outputs=2, axis=1)[0]
+        nth = b.op("Gather", [nth, b.op("Sub", ["n_best", one])], "nth_score", axis=1)
+        buffers["nth_scores"] = b.op("ScatterND", [inp["nth_scores"], where, nth])
+        return buffers
+
+    buffers = _if(g, _any(g, g.op("Or", [ends, limited]), "any_finish"), finish,
+                  {name: inp[name] for name in BUFFERS}, list(BUFFERS), "finish")
 
     # Done: at the limit, with beam finished hypotheses, or when the best a live beam can
     # still reach (its score cannot rise; the longest length divides it most) is no better
-    # than the n_best-th finished score.
-    nth = g.op("TopK", [g.op("Gather", [finished["finished_scores"], inp["sentences"]], axis=0), "n_best_1d"],
-               "nth", outputs=2, axis=1)[0]
-    nth = g.op("Gather", [nth, g.op("Sub", ["n_best", one])], "nth_score", axis=1)
-    # The new beams' scores are in descending order: the first is the best.
+    # than the n_best-th finished score. The new beams' scores are in descending order.
+    count = g.op("Gather", [buffers["finished_count"], inp["sentences"]], "count", axis=0)
     best_live = g.op("Gather", [new_scores, zero], "best_live", axis=1)
     bound = g.op("Div", [g.op("Cast", [best_live], to=TensorProto.DOUBLE),
                          g.op("Gather", ["limit_divisor", inp["sentences"]], axis=0)], "bound")
+    nth = g.op("Gather", [buffers["nth_scores"], inp["sentences"]], axis=0)
     early = g.op("And", [g.op("GreaterOrEqual", [count, "n_best"]), g.op("LessOrEqual", [bound, nth])], "early_stop")
     done = g.op("Or", [g.op("Or", [at_limit, g.op("GreaterOrEqual", [count, "beam_size"])]), early], "done")
-    counts = g.op("ScatterND", [inp["finished_count"], g.op("Unsqueeze", [inp["sentences"], axis1]), count])
 
-    # Done sentences leave the batch; the live rows follow their parent beams.
-    kept = g.op("Reshape", [g.op("NonZero", [g.op("Not", [done])]), flat], "kept")
-    kept_rows = g.op("Reshape", [g.op("Add", [g.op("Unsqueeze", [g.op("Mul", [kept, "beam_size"]), axis1]),
-                                              g.op("Unsqueeze", [g.op("Range", [zero, "beam_size", one]), zero])]),
-                                 flat], "kept_rows")
-    out = {
-        "tokens": g.named("Gather", [g.op("Reshape", [new_words, flat]), kept_rows], "tokens_out", axis=0),
-        "states": g.named("Gather", ["step/next_states", g.op("Reshape", [g.op("Gather", [parent_rows, kept], axis=0),
-                                                                           flat])], "states_out", axis=1),
-        "scores": g.named("Gather", [new_scores, kept], "scores_out", axis=0),
-        "sentences": g.named("Gather", [inp["sentences"], kept], "sentences_out", axis=0),
-        "history": g.named("Gather", [history, kept_rows], "history_out", axis=0),
-        "finished_count": g.named("Identity", [counts], "finished_count_out"),
-    }
-    if attention:
-        for name in ("encoder_outputs", "source_lengths"):
-            out[name] = g.named("Gather", [inp[name], kept_rows], f"{name}_out", axis=0)
-    for name in ("finished_scores", "finished_log_probs", "finished_tokens", "finished_lengths", "finished_eos"):
-        out[name] = g.named("Identity", [finished[name]], f"{name}_out")
-    g.named("Greater", [g.op("Size", [kept]), zero], "cond_out")
+    # The live rows follow their parent beams; done sentences leave the batch.
+    dynamic = ["tokens", "states", "scores", "sentences", "history"]
+    static = ["encoder_outputs", "source_lengths"] if attention else []
 
-    types = {"tokens": (TensorProto.INT32, ["rows"]), "states": (TensorProto.FLOAT, [layers2, "rows", hidden]),
-             "encoder_outputs": (TensorProto.FLOAT, ["rows", "time", hidden]),
-             "source_lengths": (TensorProto.INT32, ["rows"]), "scores": (TensorProto.FLOAT, ["live", "beam"]),
-             "sentences": (TensorProto.INT64, ["live"]), "history": (TensorProto.INT32, ["rows", "limit"]),
-             "finished_count": (TensorProto.INT64, ["batch"]),
-             "finished_scores": (TensorProto.DOUBLE, ["batch", "slots"]),
-             "finished_log_probs": (TensorProto.FLOAT, ["batch", "slots"]),
-             "finished_tokens": (TensorProto.INT32, ["batch", "slots", "limit"]),
-             "finished_lengths": (TensorProto.INT64, ["batch", "slots"]),
-             "finished_eos": (TensorProto.BOOL, ["batch", "slots"])}
+    def drop(b: _Graph) -> dict:
+        kept = b.op("Reshape", [b.op("NonZero", [b.op("Not", [done])]), flat], "kept")
+        kept_rows = b.op("Reshape", [b.op("Add", [b.op("Unsqueeze", [b.op("Mul", [kept, "beam_size"]), axis1]),
+                                                  b.op("Unsqueeze", [b.op("Range", [zero, "beam_size", one]), zero])]),
+                                     flat], "kept_rows")
+        out = {
+            "tokens": b.op("Gather", [b.op("Reshape", [new_words, flat]), kept_rows], axis=0),
+            "states": b.op("Gather", ["step/next_states", b.op("Reshape", [b.op("Gather", [parent_rows, kept], axis=0),
+                                                                           flat])], axis=1),
+            "scores": b.op("Gather", [new_scores, kept], axis=0),
+            "sentences": b.op("Gather", [inp["sentences"], kept], axis=0),
+            "history": b.op("Gather", [history, kept_rows], axis=0),
+        }
+        out.update({name: b.op("Gather", [inp[name], kept_rows], axis=0) for name in static})
+        return out
+
+    follow = {"tokens": g.op("Reshape", [new_words, flat]),
+              "states": g.op("Gather", ["step/next_states", flat_parents], axis=1),
+              "scores": new_scores, "sentences": inp["sentences"], "history": history}
+    follow.update({name: inp[name] for name in static})
+    moved = _if(g, _any(g, done, "any_done"), drop, follow, dynamic + static, "drop")
+
+    out = {}
+    for name in carried:
+        value = moved.get(name, buffers.get(name))
+        out[name] = g.named("Identity", [value], f"{name}_out")
+    g.named("Greater", [g.op("Size", [moved["sentences"]]), zero], "cond_out")
+
+    shapes = {"tokens": ["rows"], "states": [layers2, "rows", hidden], "encoder_outputs": ["rows", "time", hidden],
+              "source_lengths": ["rows"], "scores": ["live", "beam"], "sentences": ["live"],
+              "history": ["rows", "limit"], "finished_count": ["batch"], "nth_scores": ["batch"],
+              "finished_scores": ["batch", "slots"], "finished_log_probs": ["batch", "slots"],
+              "finished_tokens": ["batch", "slots", "limit"], "finished_lengths": ["batch", "slots"],
+              "finished_eos": ["batch", "slots"]}
     inputs = [_tensor("iteration", TensorProto.INT64, []), _tensor("cond_in", TensorProto.BOOL, [])]
-    inputs += [_tensor(inp[name], *types[name]) for name in carried]
-    outputs = [_tensor("cond_out", TensorProto.BOOL, [])] + [_tensor(out[name], *types[name]) for name in carried]
+    inputs += [_tensor(inp[name], TYPES[name], shapes[name]) for name in carried]
+    outputs = [_tensor("cond_out", TensorProto.BOOL, [])]
+    outputs += [_tensor(out[name], TYPES[name], shapes[name]) for name in carried]
     return helper.make_graph(g.nodes, "search_step", inputs, outputs, g.initializers)
 
 
