@@ -78,6 +78,25 @@ def _row_share(bundle: str, sources, beam: int, batch: int) -> dict:
     return {"rows_dropping": counting.rows, "rows_keeping": kept, "keeping_costs": kept / counting.rows - 1}
 
 
+def _step_time(step, bundle: str, rows: int, calls: int = 100) -> float:
+    """Median seconds of one decoder-step call at `rows` rows, on its own."""
+    import numpy as np
+
+    with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as handle:
+        model = json.load(handle)["config"]["model"]
+    hidden, time_steps = model["hidden_dim"], 20
+    state = {"states": np.full((2 * model["num_layers"], rows, hidden), 0.01, np.float32),
+             "encoder_outputs": np.full((rows, time_steps, hidden), 0.01, np.float32),
+             "source_lengths": np.full(rows, time_steps, np.int32)}
+    tokens = np.full(rows, 2, np.int32)
+    times = []
+    for _ in range(calls + 10):
+        started = time.perf_counter()
+        step(tokens, state, top_k=2 * rows)
+        times.append(time.perf_counter() - started)
+    return median(times[10:])
+
+
 def _python_rows(bundle: str, threads: int, int8: bool, sources, latency_count: int, repeats: int, beam: int,
                  batch: int) -> list[dict]:
     from serving.translator import Translator
@@ -107,6 +126,7 @@ def _python_rows(bundle: str, threads: int, int8: bool, sources, latency_count: 
             "batch32_sentences_per_s": median(throughput[name]),
         })
     graph, steps = rows
+    graph["step_ms"] = steps["step_ms"] = _step_time(engines["steps"].decoder_step, bundle, beam) * 1e3
     graph["p50_speedup_vs_steps"] = steps["batch1_p50_ms"] / graph["batch1_p50_ms"]
     graph["batch32_ratio_vs_steps"] = graph["batch32_sentences_per_s"] / steps["batch32_sentences_per_s"]
     return rows
@@ -184,12 +204,12 @@ def main(argv=None) -> int:
                            for row in _javascript_rows(bundle, sources, args.latency_sentences, args.beam)]
 
     print(table(rows, ["bundle", "precision", "threads", "engine", "batch1_p50_ms", "batch1_p90_ms",
-                       "batch32_sentences_per_s", "p50_speedup_vs_steps", "batch32_ratio_vs_steps"]))
+                       "batch32_sentences_per_s", "p50_speedup_vs_steps", "batch32_ratio_vs_steps", "step_ms"]))
     print()
     print(table(dropping, ["bundle", "rows_dropping", "rows_keeping", "keeping_costs"]))
     if javascript:
         print()
-        print(table(javascript, ["bundle", "runtime", "p50_ms", "p90_ms", "p50_vs_node"]))
+        print(table(javascript, ["bundle", "runtime", "p50_ms", "p90_ms", "p50_vs_node", "step_ms"]))
     path = write_result("engines", {"machine": machine(), "commit": git_commit(), "beam": args.beam,
                                     "python": rows, "done_sentences": dropping, "javascript": javascript},
                         args.out)

@@ -242,8 +242,14 @@ class TranslatorGraphSession:
               "max_length_b"}
     OUTPUTS = ["hypotheses", "hypothesis_lengths", "scores", "log_probs", "finished"]
 
-    def __init__(self, path: str, providers, num_threads: int | None):
+    def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
         self.session = _open_session(path, providers, num_threads)
+        # As for the step engine: a search whose steps have few rows runs on one thread.
+        self._path, self._providers = path, providers
+        threads = num_threads or os.cpu_count() or 1
+        cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
+        self.one_thread_rows = one_thread_rows if threads > 1 and cpu_only else 0
+        self._one_thread, self._lock = None, threading.Lock()
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if inputs != self.INPUTS or not set(self.OUTPUTS) <= outputs:
@@ -261,7 +267,13 @@ class TranslatorGraphSession:
             "max_length_a": np.array(max_length_a, np.float64),
             "max_length_b": np.array(max_length_b, np.int64),
         }
-        hypotheses, lengths, scores, log_probs, finished = self.session.run(self.OUTPUTS, feeds)
+        session = self.session
+        if len(sources) * beam_size < self.one_thread_rows:
+            with self._lock:
+                if self._one_thread is None:
+                    self._one_thread = _open_session(self._path, self._providers, 1)
+            session = self._one_thread
+        hypotheses, lengths, scores, log_probs, finished = session.run(self.OUTPUTS, feeds)
         return [
             [
                 Hypothesis(hypotheses[row, rank, : lengths[row, rank]].tolist(), float(scores[row, rank]),
@@ -314,18 +326,19 @@ class Translator:
             raise BundleError(f"{manifest_path}: this bundle has no {variant} translator.onnx "
                               "(export it again, or use the steps engine)")
         self.engine = engine or ("graph" if graph_file else "steps")
+        try:
+            small = one_thread_rows(manifest["config"]["model"], int8)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a bundle without its model's shape
+            small = 0
         self.graph = None
         if self.engine == "graph":
-            self.graph = TranslatorGraphSession(os.path.join(bundle_dir, graph_file), providers, num_threads)
+            self.graph = TranslatorGraphSession(os.path.join(bundle_dir, graph_file), providers, num_threads,
+                                                one_thread_rows=small)
         # The step graphs are opened for the steps engine only: a graph-engine translator
         # holds one session.
         self.encoder = self.decoder_step = None
         if self.engine == "steps":
             self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
-            try:
-                small = one_thread_rows(manifest["config"]["model"], int8)
-            except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a bundle without its model's shape
-                small = 0
             self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads,
                                                    one_thread_rows=small)
         self.source_vocabulary = _load_vocabulary(os.path.join(bundle_dir, source_file))
