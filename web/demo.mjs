@@ -46,11 +46,19 @@ try {
   translator = await Translator.open(ort, urlBundle(bundleUrl));
   window.s2sTranslator = translator; // for tests and the console
   document.body.dataset.ready = 'true';
+  if (!translator.hasText) {
+    $('text').disabled = true;
+    $('status').textContent = 'This bundle has no translator.text.onnx (SentencePiece): ' +
+      'window.s2sTranslator.translateIds(ids) runs translator.onnx.';
+    throw new Error('no text translator');
+  }
   for (const id of ['text', 'beam', 'n-best']) $(id).addEventListener('input', update);
   $('form').addEventListener('submit', (event) => event.preventDefault());
   await update();
 } catch (error) {
-  $('status').textContent = `cannot load ${bundleUrl}: ${error.message}`;
-  document.body.dataset.ready = 'error';
-  throw error;
+  if (!translator) {
+    $('status').textContent = `cannot load ${bundleUrl}: ${error.message}`;
+    document.body.dataset.ready = 'error';
+    throw error;
+  }
 }

@@ -161,3 +161,17 @@ def test_in_length_batches_keeps_the_input_order():
 
     assert in_length_batches(decode, sources, batch_size=4) == [5, 0, 3, 3, 9, 1]
     assert seen == [[0, 1, 3, 3], [5, 9]]
+
+
+def test_the_text_graph_equals_the_tokenizers_around_the_id_graph(tiny_bundle):
+    from export.translator_export import AWKWARD_LINES, compare_text
+
+    run_dir, bundle_dir, _, _ = tiny_bundle
+    manifest = json.load(open(os.path.join(bundle_dir, "manifest.json")))
+    with open(os.path.join(run_dir, "data", "dev.tsv"), encoding="utf-8") as handle:
+        words = [line.split("\t")[0] for line in handle.read().splitlines()]
+    texts = words + AWKWARD_LINES + ["", "🙂🙂🙂", "\u00e9t\u00e9", "zebra\u200b", "a" * manifest["max_source_length"]]
+    settings = [SearchSetting(1, 1, 1.0, 1.5, 5), SearchSetting(5, 5, 0.6, 1.2, 10), SearchSetting(2, 1, 0.0, 0.7, 0)]
+    report = compare_text(bundle_dir, manifest["tokenizers"]["source"], manifest["tokenizers"]["target"],
+                          manifest["max_source_length"], texts, settings)
+    _assert_identical(report)
