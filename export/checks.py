@@ -44,10 +44,10 @@ def _subgraphs(node: onnx.NodeProto) -> list:
 
 
 def check_translator(model: onnx.ModelProto, encoder_lstms: int, decoder_lstms: int, name: str) -> dict:
-    """Fails unless the graph is one `Loop` (the search) whose body runs every decoder LSTM
-    as one fused node, and nothing else loops: the encoder's fused LSTMs are outside the
-    loop, and the body's `If` branches (the rarely needed bookkeeping) hold no LSTM and no
-    loop.
+    """Fails unless the graph is one `Loop` (the search: an outer loop that drops done
+    sentences around one loop of steps) whose step body runs every decoder LSTM as one
+    fused node, and nothing else loops: the encoder's fused LSTMs are outside the loop, and
+    the body's `If` branches (the rarely needed bookkeeping) hold no LSTM and no loop.
 
     Returns:
         `{"graph": op counts, "loop_body": op counts}`.
@@ -56,7 +56,13 @@ def check_translator(model: onnx.ModelProto, encoder_lstms: int, decoder_lstms: 
     loops = [node for node in model.graph.node if node.op_type == "Loop"]
     if len(loops) != 1 or counts.get("Scan") or counts.get("If"):
         raise ExportError(f"{name}: expected exactly one Loop (the search) and no Scan or If, found {dict(counts)}")
-    body = _subgraphs(loops[0])[0]
+    # The search: an outer loop that drops done sentences, around the loop of steps.
+    outer = _subgraphs(loops[0])[0]
+    inner = [node for node in outer.node if node.op_type == "Loop"]
+    outer_ops = {node.op_type for node in outer.node}
+    if len(inner) != 1 or outer_ops & ({"Scan", "If"} | LSTM_OPS):
+        raise ExportError(f"{name}: the search's outer loop must hold one Loop (the steps) and no LSTM, Scan or If")
+    body = _subgraphs(inner[0])[0]
     body_counts = collections.Counter(node.op_type for node in body.node)
     forbidden = sorted(set(body_counts) & {"Loop", "Scan"})
     if forbidden:
@@ -69,7 +75,7 @@ def check_translator(model: onnx.ModelProto, encoder_lstms: int, decoder_lstms: 
     if found != {"encoder": encoder_lstms, "decoder": decoder_lstms}:
         raise ExportError(f"{name}: expected {encoder_lstms} fused encoder and {decoder_lstms} fused decoder LSTM "
                           f"node(s), found {found['encoder']} and {found['decoder']}")
-    every = list(model.graph.node) + list(body.node) + branch_nodes
+    every = list(model.graph.node) + list(outer.node) + list(body.node) + branch_nodes
     domains = {node.domain for node in every} - {"", "ai.onnx", "com.microsoft"}
     if domains:
         raise ExportError(f"{name}: operators from unexpected domains: {', '.join(sorted(domains))}")

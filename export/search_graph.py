@@ -221,6 +221,7 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
                                           value=numpy_helper.from_array(np.zeros(1, i64)))
     carried["finished_eos"] = main.op("ConstantOfShape", [batch_slots], "finished_eos_0",
                                       value=numpy_helper.from_array(np.zeros(1, bool)))
+    carried["length"] = main.const(0, i64, "length_0")
     any_sentence = main.op("Greater", [batch, zero], "any_sentence")
 
     body = _search_step(step, list(carried), attention=attention, eos_id=eos_id, layers2=layers2, hidden=hidden)
@@ -262,7 +263,7 @@ TYPES = {"tokens": TensorProto.INT32, "states": TensorProto.FLOAT, "encoder_outp
          "history": TensorProto.INT32, "finished_count": TensorProto.INT64, "nth_scores": TensorProto.DOUBLE,
          "finished_scores": TensorProto.DOUBLE, "finished_log_probs": TensorProto.FLOAT,
          "finished_tokens": TensorProto.INT32, "finished_lengths": TensorProto.INT64,
-         "finished_eos": TensorProto.BOOL}
+         "finished_eos": TensorProto.BOOL, "length": TensorProto.INT64, "done": TensorProto.BOOL}
 BUFFERS = ("finished_count", "nth_scores", "finished_scores", "finished_log_probs", "finished_tokens",
            "finished_lengths", "finished_eos")
 
@@ -294,16 +295,77 @@ def _if(g: _Graph, condition: str, branch, passthrough: dict, names: list, hint:
     return dict(zip(names, [results] if len(names) == 1 else results))
 
 
+DYNAMIC = ("tokens", "states", "scores", "history", "length")
+STATIC = ("encoder_outputs", "source_lengths")
+SHAPES = {"tokens": ["rows"], "states": ["layers2", "rows", "hidden"], "encoder_outputs": ["rows", "time", "hidden"],
+          "source_lengths": ["rows"], "scores": ["live", "beam"], "sentences": ["live"], "history": ["rows", "limit"],
+          "length": [], "done": ["live"], "finished_count": ["batch"], "nth_scores": ["batch"],
+          "finished_scores": ["batch", "slots"], "finished_log_probs": ["batch", "slots"],
+          "finished_tokens": ["batch", "slots", "limit"], "finished_lengths": ["batch", "slots"],
+          "finished_eos": ["batch", "slots"]}
+
+
+def _value(name: str, value: str, layers2: int, hidden: int) -> onnx.ValueInfoProto:
+    shape = [layers2 if d == "layers2" else hidden if d == "hidden" else d for d in SHAPES[name]]
+    return _tensor(value, TYPES[name], shape)
+
+
 def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_id: int, layers2: int,
                  hidden: int) -> onnx.GraphProto:
-    """The `Loop` body: one decoder step for every live row, then the beam bookkeeping."""
+    """The outer `Loop`'s body: steps until a sentence is done (an inner `Loop`), then the
+    done sentences leave the batch.
+
+    The entries that are constant per sentence (`encoder_outputs`, the largest) are read
+    by the inner loop from this scope, so they are copied only when sentences leave, as the
+    numpy search moves them only then."""
     g = _Graph("search/")
+    i64 = np.int64
+    zero, one = g.const(0, i64, "zero"), g.const(1, i64, "one")
+    axis1, flat = g.const([1], i64, "axis_1"), g.const([-1], i64, "flat")
+    static = [name for name in STATIC if name in carried]
+    stepped = [name for name in carried if name not in static and name != "sentences"]
+    inner = _steps_until_done(step, stepped, attention=attention, eos_id=eos_id, layers2=layers2, hidden=hidden)
+    started = {name: f"{name}_in" for name in stepped}
+    started["done"] = g.op("ConstantOfShape", [g.op("Shape", ["sentences_in"])], "not_done",
+                           value=numpy_helper.from_array(np.zeros(1, bool)))
+    names = stepped + ["done"]
+    results = g.op("Loop", ["longest_limit", g.const(True, bool)] + [started[name] for name in names], "steps",
+                   outputs=len(names), body=inner)
+    stepped_out = dict(zip(names, results))
+
+    # Done sentences leave the batch.
+    kept = g.op("Reshape", [g.op("NonZero", [g.op("Not", [stepped_out["done"]])]), flat], "kept")
+    kept_rows = g.op("Reshape", [g.op("Add", [g.op("Unsqueeze", [g.op("Mul", [kept, "beam_size"]), axis1]),
+                                              g.op("Unsqueeze", [g.op("Range", [zero, "beam_size", one]), zero])]),
+                                 flat], "kept_rows")
+    out = {name: stepped_out[name] for name in stepped}
+    out["tokens"] = g.op("Gather", [stepped_out["tokens"], kept_rows], axis=0)
+    out["states"] = g.op("Gather", [stepped_out["states"], kept_rows], axis=1)
+    out["scores"] = g.op("Gather", [stepped_out["scores"], kept], axis=0)
+    out["history"] = g.op("Gather", [stepped_out["history"], kept_rows], axis=0)
+    out["sentences"] = g.op("Gather", ["sentences_in", kept], axis=0)
+    out.update({name: g.op("Gather", [f"{name}_in", kept_rows], axis=0) for name in static})
+    outputs = [g.named("Greater", [g.op("Size", [kept]), zero], "cond_out")]
+    outputs += [g.named("Identity", [out[name]], f"{name}_out") for name in carried]
+    inputs = [_tensor("iteration", TensorProto.INT64, []), _tensor("cond_in", TensorProto.BOOL, [])]
+    inputs += [_value(name, f"{name}_in", layers2, hidden) for name in carried]
+    return helper.make_graph(g.nodes, "search", inputs,
+                             [_tensor("cond_out", TensorProto.BOOL, [])]
+                             + [_value(name, f"{name}_out", layers2, hidden) for name in carried], g.initializers)
+
+
+def _steps_until_done(step: onnx.ModelProto, carried: list, *, attention: bool, eos_id: int, layers2: int,
+                      hidden: int) -> onnx.GraphProto:
+    """The inner `Loop`'s body: one decoder step for every live row and the beam
+    bookkeeping; it stops after the first step at which a sentence is done."""
+    g = _Graph("search/step/")
     i64, f32 = np.int64, np.float32
     zero, one = g.const(0, i64, "zero"), g.const(1, i64, "one")
     minus_inf = g.const(-np.inf, f32, "minus_inf")
     axis1 = g.const([1], i64, "axis_1")
     flat = g.const([-1], i64, "flat")
-    inp = {name: f"{name}_in" for name in carried}
+    inp = {name: f"{name}_step_in" for name in carried}
+    inp.update(sentences="sentences_in", encoder_outputs="encoder_outputs_in", source_lengths="source_lengths_in")
 
     # The decoder step, node for node the graph of decoder_step.onnx.
     interface = {"token_ids": inp["tokens"], "states": inp["states"], "top_k": "step_top_k",
@@ -314,7 +376,7 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
     g.nodes += step_nodes
     g.initializers += step_initializers
 
-    length = g.op("Add", ["iteration", one], "length")
+    length = g.op("Add", [inp["length"], one], "length")
     live = g.op("Shape", [inp["scores"]], "live", start=0, end=1)  # [1]
     beam_k = g.op("Mul", ["beam_1d", "step_top_k"], "beam_k")
 
@@ -392,49 +454,18 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
     early = g.op("And", [g.op("GreaterOrEqual", [count, "n_best"]), g.op("LessOrEqual", [bound, nth])], "early_stop")
     done = g.op("Or", [g.op("Or", [at_limit, g.op("GreaterOrEqual", [count, "beam_size"])]), early], "done")
 
-    # The live rows follow their parent beams; done sentences leave the batch.
-    dynamic = ["tokens", "states", "scores", "sentences", "history"]
-    static = ["encoder_outputs", "source_lengths"] if attention else []
-
-    def drop(b: _Graph) -> dict:
-        kept = b.op("Reshape", [b.op("NonZero", [b.op("Not", [done])]), flat], "kept")
-        kept_rows = b.op("Reshape", [b.op("Add", [b.op("Unsqueeze", [b.op("Mul", [kept, "beam_size"]), axis1]),
-                                                  b.op("Unsqueeze", [b.op("Range", [zero, "beam_size", one]), zero])]),
-                                     flat], "kept_rows")
-        out = {
-            "tokens": b.op("Gather", [b.op("Reshape", [new_words, flat]), kept_rows], axis=0),
-            "states": b.op("Gather", ["step/next_states", b.op("Reshape", [b.op("Gather", [parent_rows, kept], axis=0),
-                                                                           flat])], axis=1),
-            "scores": b.op("Gather", [new_scores, kept], axis=0),
-            "sentences": b.op("Gather", [inp["sentences"], kept], axis=0),
-            "history": b.op("Gather", [history, kept_rows], axis=0),
-        }
-        out.update({name: b.op("Gather", [inp[name], kept_rows], axis=0) for name in static})
-        return out
-
-    follow = {"tokens": g.op("Reshape", [new_words, flat]),
-              "states": g.op("Gather", ["step/next_states", flat_parents], axis=1),
-              "scores": new_scores, "sentences": inp["sentences"], "history": history}
-    follow.update({name: inp[name] for name in static})
-    moved = _if(g, _any(g, done, "any_done"), drop, follow, dynamic + static, "drop")
-
-    out = {}
-    for name in carried:
-        value = moved.get(name, buffers.get(name))
-        out[name] = g.named("Identity", [value], f"{name}_out")
-    g.named("Greater", [g.op("Size", [moved["sentences"]]), zero], "cond_out")
-
-    shapes = {"tokens": ["rows"], "states": [layers2, "rows", hidden], "encoder_outputs": ["rows", "time", hidden],
-              "source_lengths": ["rows"], "scores": ["live", "beam"], "sentences": ["live"],
-              "history": ["rows", "limit"], "finished_count": ["batch"], "nth_scores": ["batch"],
-              "finished_scores": ["batch", "slots"], "finished_log_probs": ["batch", "slots"],
-              "finished_tokens": ["batch", "slots", "limit"], "finished_lengths": ["batch", "slots"],
-              "finished_eos": ["batch", "slots"]}
-    inputs = [_tensor("iteration", TensorProto.INT64, []), _tensor("cond_in", TensorProto.BOOL, [])]
-    inputs += [_tensor(inp[name], TYPES[name], shapes[name]) for name in carried]
-    outputs = [_tensor("cond_out", TensorProto.BOOL, [])]
-    outputs += [_tensor(out[name], TYPES[name], shapes[name]) for name in carried]
-    return helper.make_graph(g.nodes, "search_step", inputs, outputs, g.initializers)
+    # The live rows follow their parent beams.
+    out = dict(buffers)
+    out.update(tokens=g.op("Reshape", [new_words, flat]), scores=new_scores, history=history, length=length,
+               states=g.op("Gather", ["step/next_states", flat_parents], axis=1), done=done)
+    names = list(carried) + ["done"]
+    outputs = [g.named("Not", [_any(g, done, "any_done")], "step_cond_out")]
+    outputs += [g.named("Identity", [out[name]], f"{name}_step_out") for name in names]
+    inputs = [_tensor("step_iteration", TensorProto.INT64, []), _tensor("step_cond_in", TensorProto.BOOL, [])]
+    inputs += [_value(name, f"{name}_step_in", layers2, hidden) for name in names]
+    return helper.make_graph(g.nodes, "steps", inputs,
+                             [_tensor("step_cond_out", TensorProto.BOOL, [])]
+                             + [_value(name, f"{name}_step_out", layers2, hidden) for name in names], g.initializers)
 
 
 def _add_finished(g: _Graph, buffers: dict, mask: str, count: str, log_probs: str, divisor: str, *, tokens, rows,

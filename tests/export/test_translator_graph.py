@@ -126,14 +126,18 @@ def test_the_check_refuses_a_graph_whose_search_is_not_one_loop_over_fused_lstms
     assert counts["graph"]["Loop"] == 1 and counts["loop_body"]["LSTM"] == 2
     with pytest.raises(ExportError, match="expected 3 fused encoder"):
         check_translator(model, 3, 2, "translator.onnx")
-    loop = next(node for node in model.graph.node if node.op_type == "Loop")
-    body = loop.attribute[0].g
-    lstm = next(node for node in body.node if node.op_type == "LSTM")
-    body.node.append(helper.make_node("Scan", [], ["nothing"], body=helper.make_graph([], "empty", [], []),
-                                      num_scan_inputs=0))
+    outer = next(node for node in model.graph.node if node.op_type == "Loop").attribute[0].g
+    steps = next(node for node in outer.node if node.op_type == "Loop").attribute[0].g
+    assert sum(node.op_type == "LSTM" for node in steps.node) == 2
+    steps.node.append(helper.make_node("Scan", [], ["nothing"], body=helper.make_graph([], "empty", [], []),
+                                       num_scan_inputs=0))
     with pytest.raises(ExportError, match="loop body contains Scan"):
         check_translator(model, 2, 2, "translator.onnx")
-    assert lstm.op_type == "LSTM"
+    steps.node.pop()
+    outer.node.append(helper.make_node("If", ["cond_in"], [], then_branch=helper.make_graph([], "a", [], []),
+                                       else_branch=helper.make_graph([], "b", [], [])))
+    with pytest.raises(ExportError, match="outer loop must hold one Loop"):
+        check_translator(model, 2, 2, "translator.onnx")
 
 
 def test_engines_agree_through_the_translator(tiny_bundle):
