@@ -22,6 +22,13 @@ as a stable sort does), scores are normalised in float64 as in Python, and done 
 leave the batch exactly as in the numpy search, so the rows each step sees are the same:
 this matters for INT8, whose activations are quantised over the whole batch.
 
+The loop is two: an inner `Loop` runs steps until a sentence is done, and the outer one
+then drops the done sentences and starts it again. The inner loop reads the entries that
+are constant per sentence (the encoder outputs, the largest) from the outer loop's scope,
+so they are copied only when sentences leave, as in the numpy search; and the work few
+steps need (writing finished hypotheses) sits in an `If`. Every decoder LSTM is one fused
+node in the inner loop's body (`export.checks.check_translator`).
+
 Inputs: `source_ids` int32 [batch, time] (right-padded, not reversed: the graph reverses
 the real tokens when the model was trained so), `source_lengths` int32 [batch], and the
 scalars `beam_size`, `n_best`, `max_length_b` (int64), `length_penalty`, `max_length_a`

@@ -86,3 +86,16 @@ def test_gpu_training_step_script_runs_under_torch_on_the_cpu(tmp_path):
     rows = payload["rows"]
     assert payload["host_proxy"] and payload["shape"]["num_layers"] == 4 and payload["shape"]["hidden_dim"] == 16
     assert [len(row["step ms (all)"]) for row in rows] == [2, 2, 2] and all(row["interleaved"] for row in rows)
+
+
+def test_engines_benchmark_prints_its_tables(tiny_bundle, tmp_path):
+    bundle_dir = tiny_bundle[1]
+    stdout, payload = _run(["bench/engines.py", "--bundles", bundle_dir, "--threads", "1", "--sentences", "4",
+                            "--latency-sentences", "2", "--repeats", "1"], tmp_path)
+    assert "| bundle | precision | threads | engine | batch1_p50_ms |" in stdout
+    assert {(row["engine"], row["precision"]) for row in payload["python"]} == {
+        (engine, precision) for engine in ("graph", "steps") for precision in ("float32", "int8")}
+    assert all(row["batch1_p50_ms"] > 0 and row["batch32_sentences_per_s"] > 0 for row in payload["python"])
+    assert payload["done_sentences"][0]["rows_keeping"] >= payload["done_sentences"][0]["rows_dropping"] > 0
+    runtimes = {row["runtime"]: row for row in payload["javascript"]}
+    assert len(runtimes) == 3 and all(row["p50_ms"] > 0 for row in runtimes.values())
