@@ -65,10 +65,11 @@ g2p-ensemble: setup
 
 # The benchmarks of BENCHMARKS.md (needs a trained bible_small run and its bundle).
 BENCH_RUN ?= runs/bible_small
-bench: setup-dev
+bench: setup-dev setup-web
 	$(BIN)/python bench/footprint.py --bundle $(BENCH_RUN).bundle --run-dir $(BENCH_RUN)
 	$(BIN)/python bench/decode.py --bundle $(BENCH_RUN).bundle --run-dir $(BENCH_RUN) --paper
 	$(BIN)/python bench/train.py --presets g2p_small,bible_small,paper
+	$(BIN)/python bench/engines.py --bundles runs/g2p_small.bundle,$(BENCH_RUN).bundle
 
 clean:
 	rm -rf $(VENV) runs web/node_modules
