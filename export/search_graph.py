@@ -195,6 +195,13 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
     top_k = main.op("Min", [two_beam, main.const([vocabulary], i64, "vocabulary")], "step_top_k")
     slots = main.op("Mul", [beam_1d, main.const([3], i64, "three")], "finished_slots")
     n_best_1d = main.op("Reshape", ["n_best", "shape_1"], "n_best_1d")
+    # What every step uses and no step changes.
+    main.op("Mul", [beam_1d, top_k], "beam_k")
+    main.op("Cast", [main.op("Range", [zero, main.op("Squeeze", [two_beam, main.const([0], i64)]), one])],
+            "candidate_position", to=TensorProto.FLOAT)
+    main.op("Mul", [main.op("Cast", [beam_1d], to=TensorProto.FLOAT), main.const([2.0], f32)], "two_beam_f")
+    main.op("Sub", ["n_best", one], "n_best_index")
+    main.op("Range", [zero, longest, one], "history_columns")
 
     # --- The search's start: every sentence gets `beam` rows; only the first beam is live.
     rows = main.op("Mul", [batch, "beam_size"], "rows")
@@ -213,10 +220,11 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
     carried["history"] = main.op("ConstantOfShape", [main.op("Concat", [rows_1d, longest_1d], axis=0)], "history_0",
                                  value=numpy_helper.from_array(np.zeros(1, i32)))
     batch_slots = main.op("Concat", [batch_1d, slots], axis=0)
-    carried["finished_count"] = main.op("ConstantOfShape", [batch_1d], "finished_count_0",
-                                        value=numpy_helper.from_array(np.zeros(1, i64)))
-    carried["nth_scores"] = main.op("ConstantOfShape", [batch_1d], "nth_scores_0",
-                                    value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
+    # Per live sentence: its finished hypotheses so far, and the n_best-th best score.
+    carried["count"] = main.op("ConstantOfShape", [batch_1d], "count_0",
+                               value=numpy_helper.from_array(np.zeros(1, i64)))
+    carried["nth"] = main.op("ConstantOfShape", [batch_1d], "nth_0",
+                             value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
     carried["finished_scores"] = main.op("ConstantOfShape", [batch_slots], "finished_scores_0",
                                          value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
     carried["finished_log_probs"] = main.op("ConstantOfShape", [batch_slots], "finished_log_probs_0",
@@ -267,49 +275,51 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
 
 TYPES = {"tokens": TensorProto.INT32, "states": TensorProto.FLOAT, "encoder_outputs": TensorProto.FLOAT,
          "source_lengths": TensorProto.INT32, "scores": TensorProto.FLOAT, "sentences": TensorProto.INT64,
-         "history": TensorProto.INT32, "finished_count": TensorProto.INT64, "nth_scores": TensorProto.DOUBLE,
+         "history": TensorProto.INT32, "count": TensorProto.INT64, "nth": TensorProto.DOUBLE,
          "finished_scores": TensorProto.DOUBLE, "finished_log_probs": TensorProto.FLOAT,
          "finished_tokens": TensorProto.INT32, "finished_lengths": TensorProto.INT64,
          "finished_eos": TensorProto.BOOL, "length": TensorProto.INT64, "done": TensorProto.BOOL}
-BUFFERS = ("finished_count", "nth_scores", "finished_scores", "finished_log_probs", "finished_tokens",
-           "finished_lengths", "finished_eos")
+BUFFERS = ("count", "nth", "finished_scores", "finished_log_probs", "finished_tokens", "finished_lengths",
+           "finished_eos")
 
 
 def _any(g: _Graph, mask: str, hint: str) -> str:
-    """A scalar bool: whether any element of `mask` is true."""
-    flat = g.op("Cast", [g.op("Reshape", [mask, g.const([-1], np.int64)])], to=TensorProto.INT64)
-    total = g.op("ReduceMax", [g.op("Concat", [g.const([0], np.int64), flat], axis=0)], keepdims=0)
+    """A scalar bool: whether any element of `mask` is true (false when it is empty)."""
+    total = g.op("ReduceSum", [g.op("Cast", [mask], to=TensorProto.INT64)], keepdims=0)
     return g.op("Greater", [total, g.const(0, np.int64)], hint)
 
 
-def _if(g: _Graph, condition: str, branch, passthrough: dict, names: list, hint: str) -> dict:
-    """`If(condition)`: the values `branch(graph)` returns, else `passthrough`'s, for `names`.
+def _if(g: _Graph, condition: str, branch, passthrough: dict, outputs: dict) -> None:
+    """`If(condition)`: the values `branch(graph)` returns, else `passthrough`'s, under
+    the names `outputs` (`{name: output name}`).
 
-    The rarely needed parts of a step (finishing hypotheses, dropping done sentences) run
-    only on the steps that need them, as in the numpy search."""
-    then_graph = _Graph(f"{g.prefix}{hint}/")
+    The rarely needed parts of a step (finishing hypotheses) run only on the steps that
+    need them, as in the numpy search."""
+    names = list(outputs)
+    then_graph = _Graph(f"{g.prefix}then/")
     produced = branch(then_graph)
-    then_outputs = [then_graph.named("Identity", [produced[name]], f"{hint}/{name}") for name in names]
-    else_graph = _Graph(f"{g.prefix}{hint}_not/")
-    else_outputs = [else_graph.named("Identity", [passthrough[name]], f"{hint}_not/{name}") for name in names]
+    then_names = [then_graph.named("Identity", [produced[name]], f"then/{name}") for name in names]
+    else_graph = _Graph(f"{g.prefix}else/")
+    else_names = [else_graph.named("Identity", [passthrough[name]], f"else/{name}") for name in names]
 
-    def subgraph(graph, outputs, label):
-        return helper.make_graph(graph.nodes, label, [], [_tensor(o, TYPES[n], None) for o, n in zip(outputs, names)],
+    def subgraph(graph, values, label):
+        return helper.make_graph(graph.nodes, label, [], [_tensor(v, TYPES[n], None) for v, n in zip(values, names)],
                                  graph.initializers)
 
-    results = g.op("If", [condition], hint, outputs=len(names), then_branch=subgraph(then_graph, then_outputs, hint),
-                   else_branch=subgraph(else_graph, else_outputs, f"{hint}_not"))
-    return dict(zip(names, [results] if len(names) == 1 else results))
+    g.nodes.append(helper.make_node("If", [condition], [outputs[name] for name in names], name=g.prefix + "finish",
+                                    then_branch=subgraph(then_graph, then_names, "finish"),
+                                    else_branch=subgraph(else_graph, else_names, "no_finish")))
 
 
 DYNAMIC = ("tokens", "states", "scores", "history", "length")
 STATIC = ("encoder_outputs", "source_lengths")
 SHAPES = {"tokens": ["rows"], "states": ["layers2", "rows", "hidden"], "encoder_outputs": ["rows", "time", "hidden"],
           "source_lengths": ["rows"], "scores": ["live", "beam"], "sentences": ["live"], "history": ["rows", "limit"],
-          "length": [], "done": ["live"], "finished_count": ["batch"], "nth_scores": ["batch"],
+          "length": [], "done": ["live"], "count": ["live"], "nth": ["live"],
           "finished_scores": ["batch", "slots"], "finished_log_probs": ["batch", "slots"],
           "finished_tokens": ["batch", "slots", "limit"], "finished_lengths": ["batch", "slots"],
           "finished_eos": ["batch", "slots"]}
+PER_SENTENCE = ("scores", "count", "nth")  # one row per live sentence; the rest of `stepped` one per row
 
 
 def _value(name: str, value: str, layers2: int, hidden: int) -> onnx.ValueInfoProto:
@@ -324,17 +334,25 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
 
     The entries that are constant per sentence (`encoder_outputs`, the largest) are read
     by the inner loop from this scope, so they are copied only when sentences leave, as the
-    numpy search moves them only then."""
+    numpy search moves them only then; so is what depends only on which sentences are live."""
     g = _Graph("search/")
     i64 = np.int64
     zero, one = g.const(0, i64, "zero"), g.const(1, i64, "one")
     axis1, flat = g.const([1], i64, "axis_1"), g.const([-1], i64, "flat")
     static = [name for name in STATIC if name in carried]
     stepped = [name for name in carried if name not in static and name != "sentences"]
+
+    live = g.op("Shape", ["sentences_in"], "live")  # [1]
+    g.named("Concat", [live, "beam_k"], "by_sentence", axis=0)
+    start = g.op("Mul", [g.op("Range", [zero, g.op("Squeeze", [live, g.const([0], i64)]), one]), "beam_size"])
+    start = g.named("Unsqueeze", [start, axis1], "sentence_start")  # [live, 1]
+    g.named("Add", [g.op("Unsqueeze", [g.op("Range", [zero, "beam_size", one]), zero]), start], "beam_rows")
+    g.named("Gather", ["max_lengths", "sentences_in"], "live_max_lengths", axis=0)
+    g.named("Gather", ["limit_divisor", "sentences_in"], "live_limit_divisor", axis=0)
+
     inner = _steps_until_done(step, stepped, attention=attention, eos_id=eos_id, layers2=layers2, hidden=hidden)
     started = {name: f"{name}_in" for name in stepped}
-    started["done"] = g.op("ConstantOfShape", [g.op("Shape", ["sentences_in"])], "not_done",
-                           value=numpy_helper.from_array(np.zeros(1, bool)))
+    started["done"] = g.op("ConstantOfShape", [live], "not_done", value=numpy_helper.from_array(np.zeros(1, bool)))
     names = stepped + ["done"]
     results = g.op("Loop", ["longest_limit", g.const(True, bool)] + [started[name] for name in names], "steps",
                    outputs=len(names), body=inner)
@@ -346,10 +364,11 @@ def _search_step(step: onnx.ModelProto, carried: list, *, attention: bool, eos_i
                                               g.op("Unsqueeze", [g.op("Range", [zero, "beam_size", one]), zero])]),
                                  flat], "kept_rows")
     out = {name: stepped_out[name] for name in stepped}
-    out["tokens"] = g.op("Gather", [stepped_out["tokens"], kept_rows], axis=0)
+    for name in ("tokens", "history"):
+        out[name] = g.op("Gather", [stepped_out[name], kept_rows], axis=0)
     out["states"] = g.op("Gather", [stepped_out["states"], kept_rows], axis=1)
-    out["scores"] = g.op("Gather", [stepped_out["scores"], kept], axis=0)
-    out["history"] = g.op("Gather", [stepped_out["history"], kept_rows], axis=0)
+    for name in PER_SENTENCE:
+        out[name] = g.op("Gather", [stepped_out[name], kept], axis=0)
     out["sentences"] = g.op("Gather", ["sentences_in", kept], axis=0)
     out.update({name: g.op("Gather", [f"{name}_in", kept_rows], axis=0) for name in static})
     outputs = [g.named("Greater", [g.op("Size", [kept]), zero], "cond_out")]
@@ -373,6 +392,7 @@ def _steps_until_done(step: onnx.ModelProto, carried: list, *, attention: bool, 
     flat = g.const([-1], i64, "flat")
     inp = {name: f"{name}_step_in" for name in carried}
     inp.update(sentences="sentences_in", encoder_outputs="encoder_outputs_in", source_lengths="source_lengths_in")
+    out = {name: f"{name}_step_out" for name in list(carried) + ["done"]}
 
     # The decoder step, node for node the graph of decoder_step.onnx.
     interface = {"token_ids": inp["tokens"], "states": inp["states"], "top_k": "step_top_k",
@@ -383,96 +403,79 @@ def _steps_until_done(step: onnx.ModelProto, carried: list, *, attention: bool, 
     g.nodes += step_nodes
     g.initializers += step_initializers
 
-    length = g.op("Add", [inp["length"], one], "length")
-    live = g.op("Shape", [inp["scores"]], "live", start=0, end=1)  # [1]
-    beam_k = g.op("Mul", ["beam_1d", "step_top_k"], "beam_k")
+    length = g.named("Add", [inp["length"], one], out["length"])
 
     # The best 2 x beam extensions of each sentence among its beam x k candidates.
     candidates = g.op("Add", [g.op("Reshape", [inp["scores"], g.const([-1, 1], i64)]), "step/values"])
-    by_sentence = g.op("Concat", [live, beam_k], axis=0)
-    candidates = g.op("Reshape", [candidates, by_sentence], "candidates")
+    candidates = g.op("Reshape", [candidates, "by_sentence"], "candidates")
     top_scores, top = g.op("TopK", [candidates, "two_beam"], "top", outputs=2, axis=1)
-    words = g.op("GatherElements", [g.op("Reshape", ["step/ids", by_sentence]), top], "words", axis=1)
+    words = g.op("GatherElements", [g.op("Reshape", ["step/ids", "by_sentence"]), top], "words", axis=1)
     parents = g.op("Div", [top, "step_top_k"], "parents")
     is_eos = g.op("Equal", [words, g.const(eos_id, i64, "eos")], "is_eos")
-    sentence_start = g.op("Mul", [g.op("Range", [zero, g.op("Squeeze", [live, g.const([0], i64)]), one]), "beam_size"])
-    sentence_start = g.op("Unsqueeze", [sentence_start, axis1], "sentence_start")  # [live, 1]
 
     # Candidates among the best `beam` that end with eos are finished hypotheses.
     head = [g.const([0], i64), "beam_1d", axis1]
     head_scores = g.op("Slice", [top_scores] + head, "head_scores")
     ends = g.op("And", [g.op("Slice", [is_eos] + head), g.op("Greater", [head_scores, minus_inf])], "ends")
 
-    # The best `beam` candidates that do not end become the new beams.
-    position = g.op("Cast", [g.op("Range", [zero, g.op("Squeeze", ["two_beam", g.const([0], i64)]), one])],
-                    to=TensorProto.FLOAT)
-    order_key = g.op("Add", [g.op("Mul", [g.op("Cast", [is_eos], to=TensorProto.FLOAT),
-                                          g.op("Cast", ["two_beam"], to=TensorProto.FLOAT)]), position])
+    # The best `beam` candidates that do not end become the new beams (in descending order).
+    order_key = g.op("Add", [g.op("Mul", [g.op("Cast", [is_eos], to=TensorProto.FLOAT), "two_beam_f"]),
+                             "candidate_position"])
     _, keep = g.op("TopK", [order_key, "beam_1d"], "keep", outputs=2, axis=1, largest=0)
-    new_scores = g.op("GatherElements", [top_scores, keep], "new_scores", axis=1)
+    new_scores = g.named("GatherElements", [top_scores, keep], out["scores"], axis=1)
     new_words = g.op("Cast", [g.op("GatherElements", [words, keep], axis=1)], "new_words", to=TensorProto.INT32)
-    parent_rows = g.op("Add", [g.op("GatherElements", [parents, keep], axis=1), sentence_start], "parent_rows")
+    parent_rows = g.op("Add", [g.op("GatherElements", [parents, keep], axis=1), "sentence_start"], "parent_rows")
     flat_parents = g.op("Reshape", [parent_rows, flat], "flat_parent_rows")
     history = g.op("Gather", [inp["history"], flat_parents], "history", axis=0)
-    column = g.op("Equal", [g.op("Range", [zero, g.op("Gather", [g.op("Shape", [history]), one], axis=0), one]),
-                            g.op("Sub", [length, one])])
-    history = g.op("Where", [column, g.op("Reshape", [new_words, g.const([-1, 1], i64)]), history], "history_written")
+    column = g.op("Equal", ["history_columns", g.op("Sub", [length, one])])
+    history = g.named("Where", [column, g.op("Reshape", [new_words, g.const([-1, 1], i64)]), history], out["history"])
+    g.named("Reshape", [new_words, flat], out["tokens"])
+    g.named("Gather", ["step/next_states", flat_parents], out["states"], axis=1)
 
     # At its length limit a sentence's live beams finish, unfinished.
-    at_limit = g.op("GreaterOrEqual", [length, g.op("Gather", ["max_lengths", inp["sentences"]], axis=0)], "at_limit")
+    at_limit = g.op("GreaterOrEqual", [length, "live_max_lengths"], "at_limit")
     limited = g.op("And", [g.op("Unsqueeze", [at_limit, axis1]), g.op("Greater", [new_scores, minus_inf])], "limited")
 
     def finish(b: _Graph) -> dict:
         divisor = b.op("Pow", [b.op("Cast", [length], to=TensorProto.DOUBLE), "length_penalty"], "divisor")
-        count = b.op("Gather", [inp["finished_count"], inp["sentences"]], "count", axis=0)
+        count = inp["count"]
         buffers = {name: inp[name] for name in BUFFERS}
         buffers = _add_finished(b, buffers, ends, count, head_scores, divisor,
                                 tokens=lambda rows: b.op("Gather", [inp["history"], rows], axis=0),
-                                rows=b.op("Add", [b.op("Slice", [parents] + head), sentence_start]),
+                                rows=b.op("Add", [b.op("Slice", [parents] + head), "sentence_start"]),
                                 length=b.op("Sub", [length, one]), eos=True)
         count = b.op("Add", [count, b.op("ReduceSum", [b.op("Cast", [ends], to=TensorProto.INT64), axis1],
                                           keepdims=0)], "count_after_eos")
         buffers = _add_finished(b, buffers, limited, count, new_scores, divisor,
                                 tokens=lambda rows: b.op("Gather", [history, rows], axis=0),
-                                rows=b.op("Add", [b.op("Unsqueeze", [b.op("Range", [zero, "beam_size", one]), zero]),
-                                                  sentence_start]),
-                                length=length, eos=False)
-        where = b.op("Unsqueeze", [inp["sentences"], axis1])
-        buffers["finished_count"] = b.op("ScatterND", [inp["finished_count"], where, count])
+                                rows="beam_rows", length=length, eos=False)
+        buffers["count"] = count
         # The n_best-th best finished score (-inf while fewer); at-limit hypotheses only
         # join sentences that are done.
         nth = b.op("TopK", [b.op("Gather", [buffers["finished_scores"], inp["sentences"]], axis=0), "n_best_1d"],
                    "nth", outputs=2, axis=1)[0]
-        nth = b.op("Gather", [nth, b.op("Sub", ["n_best", one])], "nth_score", axis=1)
-        buffers["nth_scores"] = b.op("ScatterND", [inp["nth_scores"], where, nth])
+        buffers["nth"] = b.op("Gather", [nth, "n_best_index"], "nth_score", axis=1)
         return buffers
 
-    buffers = _if(g, _any(g, g.op("Or", [ends, limited]), "any_finish"), finish,
-                  {name: inp[name] for name in BUFFERS}, list(BUFFERS), "finish")
+    _if(g, _any(g, g.op("Or", [ends, limited]), "any_finish"), finish, {name: inp[name] for name in BUFFERS},
+        {name: out[name] for name in BUFFERS})
 
     # Done: at the limit, with beam finished hypotheses, or when the best a live beam can
     # still reach (its score cannot rise; the longest length divides it most) is no better
-    # than the n_best-th finished score. The new beams' scores are in descending order.
-    count = g.op("Gather", [buffers["finished_count"], inp["sentences"]], "count", axis=0)
+    # than the n_best-th finished score (-inf while fewer: a live beam's score is finite).
     best_live = g.op("Gather", [new_scores, zero], "best_live", axis=1)
-    bound = g.op("Div", [g.op("Cast", [best_live], to=TensorProto.DOUBLE),
-                         g.op("Gather", ["limit_divisor", inp["sentences"]], axis=0)], "bound")
-    nth = g.op("Gather", [buffers["nth_scores"], inp["sentences"]], axis=0)
-    early = g.op("And", [g.op("GreaterOrEqual", [count, "n_best"]), g.op("LessOrEqual", [bound, nth])], "early_stop")
-    done = g.op("Or", [g.op("Or", [at_limit, g.op("GreaterOrEqual", [count, "beam_size"])]), early], "done")
+    bound = g.op("Div", [g.op("Cast", [best_live], to=TensorProto.DOUBLE), "live_limit_divisor"], "bound")
+    early = g.op("LessOrEqual", [bound, out["nth"]], "early_stop")
+    done = g.op("Or", [g.op("Or", [at_limit, g.op("GreaterOrEqual", [out["count"], "beam_size"])]), early])
+    g.named("Identity", [done], out["done"])
+    g.named("Not", [_any(g, done, "any_done")], "step_cond_out")
 
-    # The live rows follow their parent beams.
-    out = dict(buffers)
-    out.update(tokens=g.op("Reshape", [new_words, flat]), scores=new_scores, history=history, length=length,
-               states=g.op("Gather", ["step/next_states", flat_parents], axis=1), done=done)
     names = list(carried) + ["done"]
-    outputs = [g.named("Not", [_any(g, done, "any_done")], "step_cond_out")]
-    outputs += [g.named("Identity", [out[name]], f"{name}_step_out") for name in names]
     inputs = [_tensor("step_iteration", TensorProto.INT64, []), _tensor("step_cond_in", TensorProto.BOOL, [])]
     inputs += [_value(name, f"{name}_step_in", layers2, hidden) for name in names]
     return helper.make_graph(g.nodes, "steps", inputs,
                              [_tensor("step_cond_out", TensorProto.BOOL, [])]
-                             + [_value(name, f"{name}_step_out", layers2, hidden) for name in names], g.initializers)
+                             + [_value(name, out[name], layers2, hidden) for name in names], g.initializers)
 
 
 def _add_finished(g: _Graph, buffers: dict, mask: str, count: str, log_probs: str, divisor: str, *, tokens, rows,
