@@ -36,6 +36,8 @@ from export.translator_export import (
     check_engines_agree,
     compare_engines,
     compare_text,
+    compare_text_apart,
+    text_translator_possible,
     gate_settings,
     gate_summary,
     write_text_translator,
@@ -387,19 +389,27 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
                     files.append(name + ".json")
             tokenizers[side] = name
         max_source_length = longest_training_source(run_dir, source_tokenizer)
-        if config.tokenizer.type == "symbol":
-            _progress("writing the text translator (symbol tokenizers in the graph, standard string operators)")
+        text_operators = None
+        no_text = text_translator_possible(work_dir, tokenizers["source"], tokenizers["target"])
+        if no_text:
+            _progress(f"no text translator: {no_text}")
+        else:
+            symbol = config.tokenizer.type == "symbol"
+            _progress("writing the text translator (the tokenizers in the graph: "
+                      + ("standard string operators)" if symbol else "onnxruntime-extensions' SentencePiece operators)"))
             translator_ops["text"] = write_text_translator(work_dir, tokenizers["source"], tokenizers["target"],
                                                            max_source_length)
             models["float32"]["text_translator"] = "translator.text.onnx"
+            text_operators = "standard" if symbol else "onnxruntime-extensions"
             files.append("translator.text.onnx")
         dev_pairs = read_tsv(os.path.join(run_dir, "data", "dev.tsv"))
         gate = run_gate(model, config, source_tokenizer, target_tokenizer, work_dir, options, dev_pairs)
         if "text_translator" in models["float32"]:
             _progress("gate (e): translator.text.onnx against the tokenizers around translator.onnx")
             texts = [pair.source for pair in dev_pairs[: options.gate_sentences]] + AWKWARD_LINES
-            report = compare_text(work_dir, tokenizers["source"], tokenizers["target"], max_source_length, texts,
-                                  gate_settings(config.decode))
+            check = compare_text if text_operators == "standard" else compare_text_apart
+            report = check(work_dir, tokenizers["source"], tokenizers["target"], max_source_length, texts,
+                           gate_settings(config.decode))
             gate["text_translator"] = gate_summary(report)
             try:
                 check_engines_agree(report, "gate (e): translator.text.onnx", texts)
@@ -424,6 +434,9 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
                 "max_length_b": config.decode.max_length_b,
             },
             "opset": OPSET,
+            # translator.text.onnx's string operators: "standard" (every onnxruntime), or
+            # "onnxruntime-extensions" (register its library; not in onnxruntime-node or -web).
+            "text_translator_operators": text_operators,
             "models": models,
             "tokenizers": tokenizers,
             "tensors": {

@@ -27,6 +27,8 @@ from onnx import TensorProto, helper
 from export.search_graph import SCALAR_INPUTS, _Graph, _tensor
 
 TEXT_OPSET = 20
+# onnxruntime-extensions' operators (SentencePiece): Python, C++, Java and C# load them.
+EXTENSIONS_DOMAIN = "ai.onnx.contrib"
 NUM_SPECIAL_IDS = 4
 UNK_ID = 1
 # The characters for which Python's `str.isspace` holds: a line of only these is blank,
@@ -42,8 +44,10 @@ def text_translator_graph(translator: onnx.ModelProto, source: dict, target: dic
 
     Args:
         translator: the id-level translator (`export.search_graph.translator_graph`).
-        source: the source tokenizer file's content (`{"split", "lowercase", "symbols"}`).
-        target: the target tokenizer file's content.
+        source: the source tokenizer: a symbol tokenizer file's content (`{"split",
+            "lowercase", "symbols"}`), or `{"type": "sentencepiece", "model": bytes}` for
+            onnxruntime-extensions' SentencePiece operators (no lower-casing).
+        target: the target tokenizer, the same way.
         max_source_length: int. Longer sources are cut to this many tokens, as the
             translator does; 0 for no limit.
 
@@ -88,6 +92,8 @@ def text_translator_graph(translator: onnx.ModelProto, source: dict, target: dic
     graph = helper.make_graph(nodes, "text_translator", inputs, outputs, initializers)
     opsets = [helper.make_opsetid(o.domain, TEXT_OPSET if o.domain in ("", "ai.onnx") else o.version)
               for o in translator.opset_import]
+    if "sentencepiece" in (source.get("type"), target.get("type")):
+        opsets.append(helper.make_opsetid(EXTENSIONS_DOMAIN, 1))
     model = helper.make_model(graph, opset_imports=opsets, producer_name="keras-s2s")
     model.ir_version = max(translator.ir_version, 9)
     return model
@@ -117,6 +123,8 @@ def _upgrade_to_opset_20(graph: onnx.GraphProto) -> None:
 
 def _tokenize(g: _Graph, texts: str, tokenizer: dict, limit: int) -> tuple[str, str]:
     """`(ids int32 [batch, width], lengths int32 [batch])` of the lines `texts`."""
+    if tokenizer.get("type") == "sentencepiece":
+        return _tokenize_sentencepiece(g, texts, tokenizer["model"])
     symbols = tokenizer["symbols"]
     if tokenizer["split"] == "space":
         return _tokenize_words(g, texts, symbols)
@@ -226,10 +234,57 @@ def _tokenize_words(g: _Graph, texts: str, symbols: list) -> tuple[str, str]:
     return ids, g.op("Cast", [counts], to=TensorProto.INT32)
 
 
+def _tokenize_sentencepiece(g: _Graph, texts: str, model: bytes) -> tuple[str, str]:
+    """onnxruntime-extensions' `SentencepieceTokenizer`: ragged ids -> a right-padded batch."""
+    i64 = np.int64
+    tokens, splits, _ = g.op("SentencepieceTokenizer", [
+        texts, g.const([0], i64), g.const([0.0], np.float32), g.const([False], bool), g.const([False], bool),
+        g.const([False], bool)], "pieces", outputs=3, domain=EXTENSIONS_DOMAIN, model=model)
+    starts = g.op("Slice", [splits, g.const([0], i64), g.const([-1], i64)], "starts")
+    counts = g.op("Sub", [g.op("Slice", [splits, g.const([1], i64), g.const([np.iinfo(i64).max], i64)]), starts])
+    width = g.op("Max", [g.op("Reshape", [g.op("ReduceMax", [g.op("Concat", [g.const([0], i64), counts], axis=0)],
+                                               keepdims=1), g.const([1], i64)]), g.const([1], i64)])
+    position = g.op("Range", [g.const(0, i64), g.op("Squeeze", [width, g.const([0], i64)]), g.const(1, i64)])
+    real = g.op("Less", [position, g.op("Unsqueeze", [counts, g.const([1], i64)])])  # [batch, width]
+    # A zero after the last token: where padding reads.
+    padded = g.op("Concat", [tokens, g.const([0], np.int32)], axis=0)
+    index = g.op("Add", [g.op("Unsqueeze", [starts, g.const([1], i64)]), position])
+    index = g.op("Where", [real, index, g.op("Shape", [tokens])])
+    ids = g.op("Gather", [padded, index], "token_ids", axis=0)
+    return ids, g.op("Cast", [counts], "token_lengths", to=TensorProto.INT32)
+
+
+def _detokenize_sentencepiece(g: _Graph, ids: str, real: str, model: bytes) -> str:
+    """onnxruntime-extensions' `SentencepieceDecoder`, one hypothesis at a time (a Loop)."""
+    i64 = np.int64
+    shape = g.op("Shape", [ids], start=0, end=2)
+    rows = g.op("Reshape", [ids, g.op("Concat", [g.const([-1], i64), g.op("Shape", [ids], start=2)], axis=0)])
+    keep = g.op("Reshape", [real, g.op("Shape", [rows])])
+    body = _Graph("decode/")
+    row = body.op("Gather", [rows, "index"], axis=0)
+    row = body.op("Compress", [row, body.op("Gather", [keep, "index"], axis=0)], axis=0)
+    text = body.op("SentencepieceDecoder", [row], domain=EXTENSIONS_DOMAIN, model=model)
+    body.named("Reshape", [text, body.const([1], i64)], "decoded")
+    body.named("Identity", ["cond_in"], "cond_out")
+    body_graph = helper.make_graph(body.nodes, "decode", [
+        _tensor("index", TensorProto.INT64, []), _tensor("cond_in", TensorProto.BOOL, [])], [
+        _tensor("cond_out", TensorProto.BOOL, []), _tensor("decoded", TensorProto.STRING, [1])], body.initializers)
+    count = g.op("Squeeze", [g.op("Shape", [rows], start=0, end=1), g.const([0], i64)])
+    decoded = g.op("Loop", [count, g.const(True, bool)], "decode", body=body_graph)
+    return g.op("Reshape", [decoded, shape])
+
+
 def _detokenize(g: _Graph, hypotheses: str, lengths: str, tokenizer: dict) -> str:
     """`[batch, n_best, length]` ids -> `[batch, n_best]` strings; special ids are dropped,
     symbols joined with nothing (characters) or one space."""
     i64 = np.int64
+    if tokenizer.get("type") == "sentencepiece":
+        ids = g.op("Cast", [hypotheses], to=TensorProto.INT64)
+        position = g.op("Range", [g.const(0, i64), g.op("Squeeze", [g.op("Shape", [ids], start=2, end=3),
+                                                                    g.const([0], i64)]), g.const(1, i64)])
+        real = g.op("And", [g.op("GreaterOrEqual", [ids, g.const(NUM_SPECIAL_IDS, i64)]),
+                            g.op("Less", [position, g.op("Unsqueeze", [lengths, g.const([2], i64)])])])
+        return _detokenize_sentencepiece(g, ids, real, tokenizer["model"])
     symbols = [symbol if index >= NUM_SPECIAL_IDS else "" for index, symbol in enumerate(tokenizer["symbols"])]
     table = g.const(np.array(symbols, dtype=object), object, "symbols")
     ids = g.op("Cast", [hypotheses], to=TensorProto.INT64)

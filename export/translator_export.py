@@ -139,22 +139,60 @@ def gate_summary(report: Sequence[dict]) -> dict:
 AWKWARD_LINES = ["", " ", "\u3000", "\t", "🙂", "a🙂🙂b", "ÀÉÎõ", "HELLO", "l'été", "x y", "q" * 300]
 
 
+def read_tokenizer(bundle_dir: str, name: str) -> dict:
+    """A bundle's tokenizer file as `export.text_graph` takes it: a symbol tokenizer's
+    JSON, or `{"type": "sentencepiece", "model": bytes, "lowercase": bool}`."""
+    import json
+
+    path = os.path.join(bundle_dir, name)
+    if name.endswith(".json"):
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    lowercase = False
+    if os.path.exists(path + ".json"):
+        with open(path + ".json", encoding="utf-8") as handle:
+            lowercase = json.load(handle).get("lowercase", False)
+    with open(path, "rb") as handle:
+        return {"type": "sentencepiece", "model": handle.read(), "lowercase": lowercase}
+
+
+def text_translator_possible(bundle_dir: str, source_file: str, target_file: str) -> str | None:
+    """Why a bundle gets no `translator.text.onnx`, or None when it can have one."""
+    tokenizers = [read_tokenizer(bundle_dir, name) for name in (source_file, target_file)]
+    if any(t.get("type") == "sentencepiece" and t.get("lowercase") for t in tokenizers):
+        return "a lower-casing SentencePiece tokenizer (lower-casing needs a locale the graph cannot carry)"
+    if any(t.get("type") == "sentencepiece" for t in tokenizers):
+        try:
+            import onnxruntime_extensions  # noqa: F401
+        except ImportError:
+            return "SentencePiece tokenizers need onnxruntime-extensions (pip install onnxruntime-extensions)"
+    return None
+
+
+def extensions_options():
+    """Session options with onnxruntime-extensions' operators registered."""
+    import onnxruntime as ort
+    from onnxruntime_extensions import get_library_path
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.register_custom_ops_library(get_library_path())
+    return options
+
+
 def write_text_translator(bundle_dir: str, source_file: str, target_file: str, max_source_length: int) -> dict:
-    """Builds `translator.text.onnx` (symbol tokenizers) from `translator.onnx` in `bundle_dir`.
+    """Builds `translator.text.onnx` from `translator.onnx` in `bundle_dir`: standard
+    string operators for symbol tokenizers, onnxruntime-extensions' for SentencePiece.
 
     Returns:
         The op counts of the graph.
     """
     import collections
-    import json
 
     from export.text_graph import text_translator_graph
 
-    with open(os.path.join(bundle_dir, source_file), encoding="utf-8") as handle:
-        source = json.load(handle)
-    with open(os.path.join(bundle_dir, target_file), encoding="utf-8") as handle:
-        target = json.load(handle)
-    model = text_translator_graph(onnx.load(os.path.join(bundle_dir, "translator.onnx")), source, target,
+    model = text_translator_graph(onnx.load(os.path.join(bundle_dir, "translator.onnx")),
+                                  read_tokenizer(bundle_dir, source_file), read_tokenizer(bundle_dir, target_file),
                                   max_source_length)
     onnx.checker.check_model(model)
     path = os.path.join(bundle_dir, "translator.text.onnx")
@@ -180,7 +218,13 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
     target = load_vocabulary(os.path.join(bundle_dir, target_file))
     providers = ["CPUExecutionProvider"]
     graph = TranslatorGraphSession(os.path.join(bundle_dir, "translator.onnx"), providers, 1)
-    text_session = _open_session(os.path.join(bundle_dir, "translator.text.onnx"), providers, 1)
+    text_path = os.path.join(bundle_dir, "translator.text.onnx")
+    if source_file.endswith(".json") and target_file.endswith(".json"):
+        text_session = _open_session(text_path, providers, 1)
+    else:
+        import onnxruntime as ort
+
+        text_session = ort.InferenceSession(text_path, extensions_options(), providers=providers)
     sources = [source.encode(text)[: max_source_length or None] for text in texts]
     report = []
     for setting in settings:
@@ -205,3 +249,27 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
         report.append({**dataclasses.asdict(setting), "sentences": len(texts), "different": different,
                        "max_score_diff": worst, "first": first})
     return report
+
+
+def compare_text_apart(bundle_dir: str, source_file: str, target_file: str, max_source_length: int,
+                       texts: Sequence[str], settings: Sequence[SearchSetting]) -> list[dict]:
+    """`compare_text` in a fresh Python process: onnxruntime-extensions' library crashes a
+    process that has TensorFlow loaded (as the export has), so SentencePiece text graphs
+    are checked in one without it."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    request = json.dumps({"bundle_dir": bundle_dir, "source_file": source_file, "target_file": target_file,
+                          "max_source_length": max_source_length, "texts": list(texts),
+                          "settings": [dataclasses.asdict(s) for s in settings]})
+    code = ("import json, sys; from export.translator_export import SearchSetting, compare_text; r = json.load(sys.stdin); "
+            "print(json.dumps(compare_text(r['bundle_dir'], r['source_file'], r['target_file'], r['max_source_length'], "
+            "r['texts'], [SearchSetting(**s) for s in r['settings']])))")
+    environment = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", code], input=request, capture_output=True, text=True,
+                            cwd=root, env=environment, timeout=3600)
+    if result.returncode != 0:
+        raise ExportError(f"translator.text.onnx: the check failed to run ({result.stderr.strip()[-2000:]})")
+    return json.loads(result.stdout.strip().splitlines()[-1])

