@@ -174,7 +174,35 @@ def one_thread_rows(model: dict, int8: bool) -> int:
     return int(ONE_THREAD_MFLOP["int8" if int8 else "float32"] / step_mflop_per_row(model))
 
 
-class DecoderStepSession:
+class _OneThreadFallback:
+    """An onnxruntime session, and a one-thread copy of it (opened on first use) for calls
+    with fewer than `one_thread_rows` rows, where a second thread costs more than it gains
+    (`ONE_THREAD_MFLOP`). CPU sessions with more than one thread only."""
+
+    def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
+        self.session = _open_session(path, providers, num_threads)
+        self._path, self._providers = path, providers
+        threads = num_threads or os.cpu_count() or 1
+        cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
+        self.one_thread_rows = one_thread_rows if threads > 1 and cpu_only else 0
+        self._one_thread = None
+        self._lock = threading.Lock()
+
+    def session_for(self, rows: int):
+        """The session for a call whose steps have `rows` rows."""
+        if rows >= self.one_thread_rows:
+            return self.session
+        return self._one_thread_session()
+
+    def _one_thread_session(self):
+        if self._one_thread is None:
+            with self._lock:
+                if self._one_thread is None:
+                    self._one_thread = _open_session(self._path, self._providers, 1)
+        return self._one_thread
+
+
+class DecoderStepSession(_OneThreadFallback):
     """One decoder step as a `serving.search` step function.
 
     With `one_thread_rows`, calls with fewer rows run in a second, one-thread session
@@ -185,13 +213,7 @@ class DecoderStepSession:
     """
 
     def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
-        self.session = _open_session(path, providers, num_threads)
-        self._path, self._providers = path, providers
-        threads = num_threads or os.cpu_count() or 1
-        cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
-        self.one_thread_rows = one_thread_rows if threads > 1 and cpu_only else 0
-        self._one_thread = None
-        self._lock = threading.Lock()
+        super().__init__(path, providers, num_threads, one_thread_rows)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         if not {"token_ids", "states"} <= set(self.input_names) or not {
@@ -209,9 +231,7 @@ class DecoderStepSession:
         `(values, ids)` of the k best tokens per row instead of all log-probabilities."""
         feeds = {name: state[name] for name in self._state_inputs}
         feeds["token_ids"] = token_ids.astype(np.int32, copy=False)
-        session = self.session
-        if len(token_ids) < self.one_thread_rows:
-            session = self._one_thread_session()
+        session = self.session_for(len(token_ids))
         if top_k and self.vocabulary and top_k >= self.vocabulary:
             top_k = None  # The whole vocabulary: the search sorts it itself.
         if self.has_top_k:
@@ -222,15 +242,8 @@ class DecoderStepSession:
         log_probs, next_states = session.run(["log_probs", "next_states"], feeds)
         return log_probs, {"states": next_states}
 
-    def _one_thread_session(self):
-        if self._one_thread is None:
-            with self._lock:
-                if self._one_thread is None:
-                    self._one_thread = _open_session(self._path, self._providers, 1)
-        return self._one_thread
 
-
-class TranslatorGraphSession:
+class TranslatorGraphSession(_OneThreadFallback):
     """`translator.onnx`: the encoder and the whole beam search in one onnxruntime call.
 
     Takes right-padded source ids as the tokenizer gives them (the graph reverses them
@@ -243,13 +256,8 @@ class TranslatorGraphSession:
     OUTPUTS = ["hypotheses", "hypothesis_lengths", "scores", "log_probs", "finished"]
 
     def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
-        self.session = _open_session(path, providers, num_threads)
         # As for the step engine: a search whose steps have few rows runs on one thread.
-        self._path, self._providers = path, providers
-        threads = num_threads or os.cpu_count() or 1
-        cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
-        self.one_thread_rows = one_thread_rows if threads > 1 and cpu_only else 0
-        self._one_thread, self._lock = None, threading.Lock()
+        super().__init__(path, providers, num_threads, one_thread_rows)
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if inputs != self.INPUTS or not set(self.OUTPUTS) <= outputs:
@@ -267,12 +275,7 @@ class TranslatorGraphSession:
             "max_length_a": np.array(max_length_a, np.float64),
             "max_length_b": np.array(max_length_b, np.int64),
         }
-        session = self.session
-        if len(sources) * beam_size < self.one_thread_rows:
-            with self._lock:
-                if self._one_thread is None:
-                    self._one_thread = _open_session(self._path, self._providers, 1)
-            session = self._one_thread
+        session = self.session_for(len(sources) * beam_size)
         hypotheses, lengths, scores, log_probs, finished = session.run(self.OUTPUTS, feeds)
         return [
             [
