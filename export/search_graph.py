@@ -202,6 +202,8 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
     main.op("Mul", [main.op("Cast", [beam_1d], to=TensorProto.FLOAT), main.const([2.0], f32)], "two_beam_f")
     main.op("Sub", ["n_best", one], "n_best_index")
     main.op("Range", [zero, longest, one], "history_columns")
+    main.op("Cast", [main.op("Less", [main.op("Range", [zero, main.op("Squeeze", [two_beam, main.const([0], i64)]), one]),
+                                      "beam_size"])], "eos_then_not", to=TensorProto.DOUBLE)
 
     # --- The search's start: every sentence gets `beam` rows; only the first beam is live.
     rows = main.op("Mul", [batch, "beam_size"], "rows")
@@ -225,17 +227,14 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
                                value=numpy_helper.from_array(np.zeros(1, i64)))
     carried["nth"] = main.op("ConstantOfShape", [batch_1d], "nth_0",
                              value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
-    carried["finished_scores"] = main.op("ConstantOfShape", [batch_slots], "finished_scores_0",
-                                         value=numpy_helper.from_array(np.full(1, -np.inf, f64)))
-    carried["finished_log_probs"] = main.op("ConstantOfShape", [batch_slots], "finished_log_probs_0",
-                                            value=numpy_helper.from_array(np.zeros(1, f32)))
+    # Per sentence and slot, a finished hypothesis: its tokens, and (score, log_prob,
+    # length, ended with eos) as float64, which holds each exactly.
     carried["finished_tokens"] = main.op(
         "ConstantOfShape", [main.op("Concat", [batch_slots, longest_1d], axis=0)], "finished_tokens_0",
         value=numpy_helper.from_array(np.zeros(1, i32)))
-    carried["finished_lengths"] = main.op("ConstantOfShape", [batch_slots], "finished_lengths_0",
-                                          value=numpy_helper.from_array(np.zeros(1, i64)))
-    carried["finished_eos"] = main.op("ConstantOfShape", [batch_slots], "finished_eos_0",
-                                      value=numpy_helper.from_array(np.zeros(1, bool)))
+    empty_slot = main.const(np.array([-np.inf, 0.0, 0.0, 0.0]), f64, "empty_slot")
+    carried["finished_info"] = main.op("Expand", [empty_slot, main.op("Concat", [batch_slots, main.const([4], i64)],
+                                                                      axis=0)], "finished_info_0")
     carried["length"] = main.const(0, i64, "length_0")
     any_sentence = main.op("Greater", [batch, zero], "any_sentence")
 
@@ -247,11 +246,20 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
     finals = dict(zip(names, final))
 
     # --- The n_best best finished hypotheses of each sentence, best first (ties: the earlier found).
-    best_scores, best = main.op("TopK", [finals["finished_scores"], n_best_1d], "best", outputs=2, axis=1)
-    main.named("Cast", [best_scores], "scores", to=TensorProto.FLOAT)
-    main.named("GatherElements", [finals["finished_log_probs"], best], "log_probs", axis=1)
-    lengths = main.named("GatherElements", [finals["finished_lengths"], best], "hypothesis_lengths", axis=1)
-    main.named("GatherElements", [finals["finished_eos"], best], "finished", axis=1)
+    info = finals["finished_info"]
+    slot_scores = main.op("Gather", [info, main.const(0, i64)], "slot_scores", axis=2)  # [batch, slots]
+    _, best = main.op("TopK", [slot_scores, n_best_1d], "best", outputs=2, axis=1)
+    best_info = main.op("GatherElements", [info, main.op("Expand", [
+        main.op("Unsqueeze", [best, main.const([2], i64)]),
+        main.op("Concat", [batch_1d, n_best_1d, main.const([4], i64)], axis=0)])], "best_info", axis=1)
+
+    def field(index):
+        return main.op("Gather", [best_info, main.const(index, i64)], axis=2)
+
+    main.named("Cast", [field(0)], "scores", to=TensorProto.FLOAT)
+    main.named("Cast", [field(1)], "log_probs", to=TensorProto.FLOAT)
+    lengths = main.named("Cast", [field(2)], "hypothesis_lengths", to=TensorProto.INT64)
+    main.named("Cast", [field(3)], "finished", to=TensorProto.BOOL)
     token_index = main.op("Expand", [main.op("Unsqueeze", [best, main.const([2], i64, "axis_2")]),
                                      main.op("Concat", [batch_1d, n_best_1d, longest_1d], axis=0)])
     tokens = main.op("GatherElements", [finals["finished_tokens"], token_index], "best_tokens", axis=1)
@@ -276,11 +284,9 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
 TYPES = {"tokens": TensorProto.INT32, "states": TensorProto.FLOAT, "encoder_outputs": TensorProto.FLOAT,
          "source_lengths": TensorProto.INT32, "scores": TensorProto.FLOAT, "sentences": TensorProto.INT64,
          "history": TensorProto.INT32, "count": TensorProto.INT64, "nth": TensorProto.DOUBLE,
-         "finished_scores": TensorProto.DOUBLE, "finished_log_probs": TensorProto.FLOAT,
-         "finished_tokens": TensorProto.INT32, "finished_lengths": TensorProto.INT64,
-         "finished_eos": TensorProto.BOOL, "length": TensorProto.INT64, "done": TensorProto.BOOL}
-BUFFERS = ("count", "nth", "finished_scores", "finished_log_probs", "finished_tokens", "finished_lengths",
-           "finished_eos")
+         "finished_tokens": TensorProto.INT32, "finished_info": TensorProto.DOUBLE,
+         "length": TensorProto.INT64, "done": TensorProto.BOOL}
+BUFFERS = ("count", "nth", "finished_tokens", "finished_info")
 
 
 def _any(g: _Graph, mask: str, hint: str) -> str:
@@ -316,9 +322,7 @@ STATIC = ("encoder_outputs", "source_lengths")
 SHAPES = {"tokens": ["rows"], "states": ["layers2", "rows", "hidden"], "encoder_outputs": ["rows", "time", "hidden"],
           "source_lengths": ["rows"], "scores": ["live", "beam"], "sentences": ["live"], "history": ["rows", "limit"],
           "length": [], "done": ["live"], "count": ["live"], "nth": ["live"],
-          "finished_scores": ["batch", "slots"], "finished_log_probs": ["batch", "slots"],
-          "finished_tokens": ["batch", "slots", "limit"], "finished_lengths": ["batch", "slots"],
-          "finished_eos": ["batch", "slots"]}
+          "finished_tokens": ["batch", "slots", "limit"], "finished_info": ["batch", "slots", 4]}
 PER_SENTENCE = ("scores", "count", "nth")  # one row per live sentence; the rest of `stepped` one per row
 
 
@@ -437,23 +441,39 @@ def _steps_until_done(step: onnx.ModelProto, carried: list, *, attention: bool, 
     limited = g.op("And", [g.op("Unsqueeze", [at_limit, axis1]), g.op("Greater", [new_scores, minus_inf])], "limited")
 
     def finish(b: _Graph) -> dict:
-        divisor = b.op("Pow", [b.op("Cast", [length], to=TensorProto.DOUBLE), "length_penalty"], "divisor")
-        count = inp["count"]
-        buffers = {name: inp[name] for name in BUFFERS}
-        buffers = _add_finished(b, buffers, ends, count, head_scores, divisor,
-                                tokens=lambda rows: b.op("Gather", [inp["history"], rows], axis=0),
-                                rows=b.op("Add", [b.op("Slice", [parents] + head), "sentence_start"]),
-                                length=b.op("Sub", [length, one]), eos=True)
-        count = b.op("Add", [count, b.op("ReduceSum", [b.op("Cast", [ends], to=TensorProto.INT64), axis1],
-                                          keepdims=0)], "count_after_eos")
-        buffers = _add_finished(b, buffers, limited, count, new_scores, divisor,
-                                tokens=lambda rows: b.op("Gather", [history, rows], axis=0),
-                                rows="beam_rows", length=length, eos=False)
-        buffers["count"] = count
+        # This step's finished hypotheses, [live, 2 x beam]: first those that end with eos
+        # among the best `beam` candidates, then, at the limit, the live beams (the order in
+        # which the numpy search appends them). Their tokens: an eos one's parent's history
+        # before this step, an unfinished one's history after it.
+        f64 = TensorProto.DOUBLE
+        mask = b.op("Concat", [ends, limited], "finishing", axis=1)
+        values = b.op("Cast", [b.op("Concat", [head_scores, new_scores], axis=1)], to=f64)
+        rows = b.op("Concat", [b.op("Add", [b.op("Slice", [parents] + head), "sentence_start"]),
+                               b.op("Add", ["beam_rows", b.op("Shape", [inp["history"]], start=0, end=1)])], axis=1)
+        histories = b.op("Concat", [inp["history"], history], axis=0)
+        divisor = b.op("Pow", [b.op("Cast", [length], to=f64), "length_penalty"], "divisor")
+        lengths = b.op("Cast", [b.op("Concat", [b.op("Expand", [b.op("Sub", [length, one]), "beam_1d"]),
+                                               b.op("Expand", [length, "beam_1d"])], axis=0)], to=f64)
+        info = [b.op("Div", [values, divisor]), values, b.op("Expand", [lengths, b.op("Shape", [values])]),
+                b.op("Expand", ["eos_then_not", b.op("Shape", [values])])]
+        info = b.op("Concat", [b.op("Unsqueeze", [x, b.const([2], i64)]) for x in info], "info", axis=2)
+        slot = b.op("Add", [b.op("Unsqueeze", [inp["count"], axis1]),
+                            b.op("Sub", [b.op("CumSum", [b.op("Cast", [mask], to=TensorProto.INT64), one]), one])])
+        chosen = b.op("Transpose", [b.op("NonZero", [mask])], "chosen", perm=[1, 0])  # [n, (live index, column)]
+        sentence = b.op("Gather", [inp["sentences"], b.op("Gather", [chosen, zero], axis=1)], axis=0)
+        where = b.op("Concat", [b.op("Unsqueeze", [sentence, axis1]), b.op("Unsqueeze", [b.op("GatherND", [slot, chosen]),
+                                                                                          axis1])], axis=1)
+        buffers = {
+            "finished_info": b.op("ScatterND", [inp["finished_info"], where, b.op("GatherND", [info, chosen])]),
+            "finished_tokens": b.op("ScatterND", [inp["finished_tokens"], where, b.op(
+                "Gather", [histories, b.op("GatherND", [rows, chosen])], axis=0)]),
+            "count": b.op("Add", [inp["count"], b.op("ReduceSum", [b.op("Cast", [ends], to=TensorProto.INT64), axis1],
+                                                     keepdims=0)]),
+        }
         # The n_best-th best finished score (-inf while fewer); at-limit hypotheses only
         # join sentences that are done.
-        nth = b.op("TopK", [b.op("Gather", [buffers["finished_scores"], inp["sentences"]], axis=0), "n_best_1d"],
-                   "nth", outputs=2, axis=1)[0]
+        scores = b.op("Gather", [b.op("Gather", [buffers["finished_info"], inp["sentences"]], axis=0), zero], axis=2)
+        nth = b.op("TopK", [scores, "n_best_1d"], "nth", outputs=2, axis=1)[0]
         buffers["nth"] = b.op("Gather", [nth, "n_best_index"], "nth_score", axis=1)
         return buffers
 
@@ -476,39 +496,3 @@ def _steps_until_done(step: onnx.ModelProto, carried: list, *, attention: bool, 
     return helper.make_graph(g.nodes, "steps", inputs,
                              [_tensor("step_cond_out", TensorProto.BOOL, [])]
                              + [_value(name, out[name], layers2, hidden) for name in names], g.initializers)
-
-
-def _add_finished(g: _Graph, buffers: dict, mask: str, count: str, log_probs: str, divisor: str, *, tokens, rows,
-                  length: str, eos: bool) -> dict:
-    """Writes the hypotheses that `mask` [live, beam] selects into the per-sentence
-    finished buffers, after the `count` [live] already there, in row-major order (the
-    order in which the numpy search appends them).
-
-    Args:
-        log_probs: [live, beam] float32 summed log-probabilities.
-        tokens: `rows [n] -> [n, limit]`, the token history of each selected hypothesis.
-        rows: [live, beam] the history row of each candidate.
-        length: the hypotheses' length without eos (a scalar).
-        eos: whether they end with eos.
-    """
-    i64 = np.int64
-    slot = g.op("Add", [g.op("Unsqueeze", [count, g.const([1], i64)]),
-                        g.op("Sub", [g.op("CumSum", [g.op("Cast", [mask], to=TensorProto.INT64), g.const(1, i64)]),
-                                     g.const(1, i64)])], "slot")
-    chosen = g.op("Transpose", [g.op("NonZero", [mask])], "chosen", perm=[1, 0])  # [n, (live index, beam)]
-    sentence = g.op("Gather", ["sentences_in", g.op("Gather", [chosen, g.const(0, i64)], axis=1)], axis=0)
-    where = g.op("Concat", [g.op("Unsqueeze", [sentence, g.const([1], i64)]),
-                            g.op("Unsqueeze", [g.op("GatherND", [slot, chosen]), g.const([1], i64)])],
-                 "finished_at", axis=1)
-    values = g.op("GatherND", [log_probs, chosen], "finished_values")
-    n = g.op("Shape", [values], "finished_n")
-    result = dict(buffers)
-    result["finished_scores"] = g.op("ScatterND", [buffers["finished_scores"], where,
-                                                   g.op("Div", [g.op("Cast", [values], to=TensorProto.DOUBLE), divisor])])
-    result["finished_log_probs"] = g.op("ScatterND", [buffers["finished_log_probs"], where, values])
-    result["finished_tokens"] = g.op("ScatterND", [buffers["finished_tokens"], where,
-                                                   tokens(g.op("GatherND", [rows, chosen]))])
-    result["finished_lengths"] = g.op("ScatterND", [buffers["finished_lengths"], where, g.op("Expand", [length, n])])
-    result["finished_eos"] = g.op("ScatterND", [buffers["finished_eos"], where,
-                                                g.op("Expand", [g.const(eos, bool), n])])
-    return result
