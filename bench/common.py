@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -92,3 +93,28 @@ def git_commit() -> str:
                               text=True, check=True).stdout.strip()
     except Exception:
         return "unknown"
+
+
+@contextlib.contextmanager
+def demo_page(bundle_dir: str):
+    """The demo page over `bundle_dir` from a static server on 127.0.0.1 (a folder holding
+    web/ and the bundle, as `python -m http.server` serves the repository); yields its URL."""
+    import functools
+    import http.server
+    import tempfile
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    with tempfile.TemporaryDirectory() as site:
+        os.symlink(os.path.join(ROOT, "web"), os.path.join(site, "web"))
+        os.symlink(os.path.abspath(bundle_dir), os.path.join(site, "bundle"))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=site))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/web/index.html?bundle=../bundle/"
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -19,7 +19,6 @@ thread each.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, git_commit, machine, median, percentile, table, write_result  # noqa: E402
+from bench.common import ROOT, demo_page, git_commit, machine, median, percentile, table, write_result  # noqa: E402
 
 
 def _sources(bundle: str, count: int) -> list[list[int]]:
@@ -145,35 +144,18 @@ def _javascript_rows(bundle: str, sources, latency_count: int, beam: int) -> lis
                                     capture_output=True, text=True, timeout=1800, check=True)
             rows.append({"runtime": f"onnxruntime-{'node' if backend == 'node' else 'web (wasm, Node.js)'}",
                          **json.loads(result.stdout)})
-        rows.append({"runtime": "onnxruntime-web (wasm, Chromium page)", **_page_latency(bundle, fixture, scratch)})
+        rows.append({"runtime": "onnxruntime-web (wasm, Chromium page)", **_page_latency(bundle, fixture)})
     node = rows[0]["p50_ms"]
     for row in rows:
         row["p50_vs_node"] = row["p50_ms"] / node
     return rows
 
 
-def _page_latency(bundle: str, fixture: str, scratch: str) -> dict:
-    import http.server
-    import threading
-
-    site = os.path.join(scratch, "site")
-    os.makedirs(site)
-    os.symlink(os.path.join(ROOT, "web"), os.path.join(site, "web"))
-    os.symlink(os.path.abspath(bundle), os.path.join(site, "bundle"))
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=site))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/web/index.html?bundle=../bundle/"
+def _page_latency(bundle: str, fixture: str) -> dict:
+    with demo_page(bundle) as url:
         result = subprocess.run(["node", "web/page.mjs", url, "--bench", fixture, "--timeout", "600000"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=1800, check=True)
-        return json.loads(result.stdout)["bench"]
-    finally:
-        server.shutdown()
+    return json.loads(result.stdout)["bench"]
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,9 @@ Quality gate, on real dev sentences of the run:
   (d) `translator.onnx` (and `translator.int8.onnx`): the graph's search against
       the numpy search over the same precision's step graphs, greedy and at the
       bundle's beam with its whole n-best list: identical token ids, order and
-      finished flags on every sentence, scores within 1e-5.
+      finished flags on every sentence, scores within 1e-5;
+  (e) `translator.text.onnx`: against the tokenizers around `translator.onnx`, on
+      the dev sentences and on awkward lines (`AWKWARD_LINES`), the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import time
 
 import numpy as np
 
+from export.checks import ExportError
 from export.onnx_export import OPSET, export_onnx
 from export.translator_export import (
     AWKWARD_LINES,
@@ -37,9 +40,9 @@ from export.translator_export import (
     compare_engines,
     compare_text,
     compare_text_apart,
-    text_translator_possible,
     gate_settings,
     gate_summary,
+    text_translator_possible,
     write_text_translator,
     write_translator,
 )
@@ -288,11 +291,15 @@ def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, o
         report = compare_engines(work_dir, suffix, sources, gate_settings(config.decode), reverse_source=reverse,
                                  bos_id=BOS_ID, eos_id=EOS_ID)
         gate["translator"][variant] = gate_summary(report)
-        try:
-            check_engines_agree(report, f"gate (d): translator{suffix}.onnx", texts)
-        except Exception as error:
-            raise GateError(str(error)) from None
+        _refuse_differences(report, f"gate (d): translator{suffix}.onnx", texts)
     return gate
+
+
+def _refuse_differences(report, name: str, texts) -> None:
+    try:
+        check_engines_agree(report, name, texts)
+    except ExportError as error:
+        raise GateError(str(error)) from None
 
 
 def _tensor_names(path: str) -> dict:
@@ -411,10 +418,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             report = check(work_dir, tokenizers["source"], tokenizers["target"], max_source_length, texts,
                            gate_settings(config.decode))
             gate["text_translator"] = gate_summary(report)
-            try:
-                check_engines_agree(report, "gate (e): translator.text.onnx", texts)
-            except Exception as error:
-                raise GateError(str(error)) from None
+            _refuse_differences(report, "gate (e): translator.text.onnx", texts)
         saved_model = None
         if options.saved_model_dir:
             _progress(f"writing the SavedModel to {options.saved_model_dir}")

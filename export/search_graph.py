@@ -47,9 +47,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# The step graph's interface, as `export/step_graph.py` writes it.
-STEP_INPUTS = ("token_ids", "states", "encoder_outputs", "source_lengths", "top_k")
-STEP_OUTPUTS = ("top_log_probs", "top_ids", "next_states")
 SCALAR_INPUTS = {
     "beam_size": TensorProto.INT64,
     "n_best": TensorProto.INT64,
@@ -57,7 +54,6 @@ SCALAR_INPUTS = {
     "max_length_a": TensorProto.DOUBLE,
     "max_length_b": TensorProto.INT64,
 }
-OUTPUTS = ("hypotheses", "hypothesis_lengths", "scores", "log_probs", "finished")
 
 
 class _Graph:
@@ -197,13 +193,12 @@ def translator_graph(encoder: onnx.ModelProto, step: onnx.ModelProto, *, reverse
     n_best_1d = main.op("Reshape", ["n_best", "shape_1"], "n_best_1d")
     # What every step uses and no step changes.
     main.op("Mul", [beam_1d, top_k], "beam_k")
-    main.op("Cast", [main.op("Range", [zero, main.op("Squeeze", [two_beam, main.const([0], i64)]), one])],
-            "candidate_position", to=TensorProto.FLOAT)
+    candidate_rank = main.op("Range", [zero, main.op("Squeeze", [two_beam, main.const([0], i64)]), one])
+    main.op("Cast", [candidate_rank], "candidate_position", to=TensorProto.FLOAT)
     main.op("Mul", [main.op("Cast", [beam_1d], to=TensorProto.FLOAT), main.const([2.0], f32)], "two_beam_f")
     main.op("Sub", ["n_best", one], "n_best_index")
     main.op("Range", [zero, longest, one], "history_columns")
-    main.op("Cast", [main.op("Less", [main.op("Range", [zero, main.op("Squeeze", [two_beam, main.const([0], i64)]), one]),
-                                      "beam_size"])], "eos_then_not", to=TensorProto.DOUBLE)
+    main.op("Cast", [main.op("Less", [candidate_rank, "beam_size"])], "eos_then_not", to=TensorProto.DOUBLE)
 
     # --- The search's start: every sentence gets `beam` rows; only the first beam is live.
     rows = main.op("Mul", [batch, "beam_size"], "rows")
@@ -317,7 +312,6 @@ def _if(g: _Graph, condition: str, branch, passthrough: dict, outputs: dict) -> 
                                     else_branch=subgraph(else_graph, else_names, "no_finish")))
 
 
-DYNAMIC = ("tokens", "states", "scores", "history", "length")
 STATIC = ("encoder_outputs", "source_lengths")
 SHAPES = {"tokens": ["rows"], "states": ["layers2", "rows", "hidden"], "encoder_outputs": ["rows", "time", "hidden"],
           "source_lengths": ["rows"], "scores": ["live", "beam"], "sentences": ["live"], "history": ["rows", "limit"],

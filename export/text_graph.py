@@ -149,6 +149,7 @@ def _split_on(g: _Graph, segments: str, kinds: str, symbol: str, index: int) -> 
     pieces_count = g.op("Shape", [pieces], start=2, end=3)
     position = g.op("Range", [g.const(0, i64), g.op("Squeeze", [pieces_count, g.const([0], i64)]), g.const(1, i64)])
     counts = g.op("Unsqueeze", [counts, g.const([2], i64)])  # [b, l, 1]
+    # Pieces past a segment's count are padding, and both they and empty pieces are "".
     real = g.op("And", [g.op("Less", [position, counts]), g.op("RegexFullMatch", [pieces], pattern="(?s).+")])
     piece_kinds = g.op("Where", [real, g.const(TEXT, i64), g.const(EMPTY, i64)])
     between = g.op("Less", [position, g.op("Sub", [counts, g.const(1, i64)])])
@@ -156,11 +157,10 @@ def _split_on(g: _Graph, segments: str, kinds: str, symbol: str, index: int) -> 
     # A segment that was already a symbol stays one, in front of its (empty) pieces.
     kept = g.op("Unsqueeze", [g.op("Where", [g.op("GreaterOrEqual", [kinds, g.const(0, i64)]), kinds,
                                              g.const(EMPTY, i64)]), g.const([2], i64)])
-    blank_pieces = g.op("Where", [g.op("Equal", [piece_kinds, g.const(TEXT, i64)]), pieces, g.const("", object)])
     kinds = g.op("Concat", [kept, _interleave(g, piece_kinds, delimiter_kinds)], axis=2)
     no_text = g.op("Expand", [g.const("", object), g.op("Shape", [delimiter_kinds])])
     texts = g.op("Concat", [g.op("Expand", [g.const("", object), g.op("Shape", [kept])]),
-                            _interleave(g, blank_pieces, no_text)], axis=2)
+                            _interleave(g, pieces, no_text)], axis=2)
     return _compact(g, texts, kinds)
 
 

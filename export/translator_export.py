@@ -51,22 +51,25 @@ class SearchSetting:
     max_length_b: int
 
 
-def differences(expected: Sequence[Sequence[Hypothesis]], found: Sequence[Sequence[Hypothesis]]) -> dict:
-    """How two engines' n-best lists differ.
+def differences(expected: Sequence[Sequence[tuple]], found: Sequence[Sequence[tuple]]) -> dict:
+    """How two engines' n-best lists differ; each hypothesis is `(what must be equal, score)`.
 
     Returns:
-        `{"sentences", "different" (token ids, order, finished flags or count), "max_score_diff",
-        "first" (index of the first different sentence or None)}`.
+        `{"sentences", "different" (in what must be equal, in order, or in count),
+        "max_score_diff", "first" (index of the first different sentence or None)}`.
     """
     different, worst, first = 0, 0.0, None
     for index, (a, b) in enumerate(zip(expected, found, strict=True)):
-        same = [(h.token_ids, h.finished) for h in a] == [(h.token_ids, h.finished) for h in b]
-        if same:
-            worst = max([worst] + [abs(x.score - y.score) for x, y in zip(a, b)])
+        if [key for key, _ in a] == [key for key, _ in b]:
+            worst = max([worst] + [abs(x - y) for (_, x), (_, y) in zip(a, b)])
         else:
             different += 1
             first = index if first is None else first
     return {"sentences": len(expected), "different": different, "max_score_diff": worst, "first": first}
+
+
+def _keyed(found: Sequence[Sequence[Hypothesis]]) -> list:
+    return [[((h.token_ids, h.finished), h.score) for h in hypotheses] for hypotheses in found]
 
 
 def compare_engines(bundle_dir: str, suffix: str, sources: Sequence[Sequence[int]],
@@ -98,7 +101,7 @@ def compare_engines(bundle_dir: str, suffix: str, sources: Sequence[Sequence[int
             bos_id=bos_id, eos_id=eos_id, beam_size=setting.beam_size, n_best=setting.n_best,
             length_penalty=setting.length_penalty)
         found = in_length_batches(functools.partial(graph, **dataclasses.asdict(setting)), sources, batch_size)
-        report.append({**dataclasses.asdict(setting), **differences(expected, found)})
+        report.append({**dataclasses.asdict(setting), **differences(_keyed(expected), _keyed(found))})
     return report
 
 
@@ -207,12 +210,12 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
     (what `serving.translator.Translator.translate` does) on `texts`, per setting.
 
     Returns:
-        Per setting, its fields, `sentences`, `different` (texts or count) and `max_score_diff`.
+        Per setting, its fields and `differences(...)` (of the texts).
     """
     import numpy as np
 
     from serving.tokenizers import load_vocabulary
-    from serving.translator import _open_session
+    from serving.translator import _open_session, search_feeds
 
     source = load_vocabulary(os.path.join(bundle_dir, source_file))
     target = load_vocabulary(os.path.join(bundle_dir, target_file))
@@ -231,23 +234,11 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
         found = in_length_batches(functools.partial(graph, **dataclasses.asdict(setting)), sources, 64)
         expected = [[("", 0.0)] if not text.strip() else [(target.decode(h.token_ids), h.score) for h in hypotheses]
                     for text, hypotheses in zip(texts, found)]
-        feeds = {"texts": np.array(list(texts), dtype=object),
-                 "beam_size": np.array(setting.beam_size, np.int64), "n_best": np.array(setting.n_best, np.int64),
-                 "length_penalty": np.array(setting.length_penalty, np.float64),
-                 "max_length_a": np.array(setting.max_length_a, np.float64),
-                 "max_length_b": np.array(setting.max_length_b, np.int64)}
+        feeds = {"texts": np.array(list(texts), dtype=object), **search_feeds(**dataclasses.asdict(setting))}
         translations, scores = text_session.run(["translations", "text_scores"], feeds)
-        different, worst, first = 0, 0.0, None
-        for index, want in enumerate(expected):
-            got = [(str(translations[index, rank]), float(scores[index, rank]))
-                   for rank in range(translations.shape[1]) if np.isfinite(scores[index, rank])]
-            if [text for text, _ in got] != [text for text, _ in want]:
-                different += 1
-                first = index if first is None else first
-            else:
-                worst = max([worst] + [abs(a[1] - b[1]) for a, b in zip(got, want)])
-        report.append({**dataclasses.asdict(setting), "sentences": len(texts), "different": different,
-                       "max_score_diff": worst, "first": first})
+        got = [[(str(text), float(score)) for text, score in zip(row_texts, row_scores) if np.isfinite(score)]
+               for row_texts, row_scores in zip(translations, scores)]
+        report.append({**dataclasses.asdict(setting), **differences(expected, got)})
     return report
 
 

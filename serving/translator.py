@@ -243,6 +243,18 @@ class DecoderStepSession(_OneThreadFallback):
         return log_probs, {"states": next_states}
 
 
+def search_feeds(beam_size: int, n_best: int, length_penalty: float, max_length_a: float,
+                 max_length_b: int) -> dict:
+    """The one-file translators' scalar inputs."""
+    return {
+        "beam_size": np.array(beam_size, np.int64),
+        "n_best": np.array(n_best, np.int64),
+        "length_penalty": np.array(length_penalty, np.float64),
+        "max_length_a": np.array(max_length_a, np.float64),
+        "max_length_b": np.array(max_length_b, np.int64),
+    }
+
+
 class TranslatorGraphSession(_OneThreadFallback):
     """`translator.onnx`: the encoder and the whole beam search in one onnxruntime call.
 
@@ -266,15 +278,8 @@ class TranslatorGraphSession(_OneThreadFallback):
     def __call__(self, sources: Sequence[Sequence[int]], *, beam_size: int, n_best: int, length_penalty: float,
                  max_length_a: float, max_length_b: int) -> list[list[Hypothesis]]:
         ids, lengths = pad_sources(sources, reverse=False)
-        feeds = {
-            "source_ids": ids,
-            "source_lengths": lengths,
-            "beam_size": np.array(beam_size, np.int64),
-            "n_best": np.array(n_best, np.int64),
-            "length_penalty": np.array(length_penalty, np.float64),
-            "max_length_a": np.array(max_length_a, np.float64),
-            "max_length_b": np.array(max_length_b, np.int64),
-        }
+        feeds = {"source_ids": ids, "source_lengths": lengths,
+                 **search_feeds(beam_size, n_best, length_penalty, max_length_a, max_length_b)}
         session = self.session_for(len(sources) * beam_size)
         hypotheses, lengths, scores, log_probs, finished = session.run(self.OUTPUTS, feeds)
         return [

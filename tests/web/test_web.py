@@ -3,17 +3,15 @@ backend under Node.js, and the demo page in headless Chromium, against Python's 
 
 Needs `npm ci --ignore-scripts` in web/ and Debian's chromium (`.ci/run` installs both)."""
 
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
-import threading
 
 import numpy as np
 import pytest
 
+from bench.common import demo_page
 from serving.tokenizers import load_vocabulary
 from serving.translator import Translator, TranslatorGraphSession, _open_session
 
@@ -83,23 +81,10 @@ def test_node_and_wasm_give_pythons_outputs(fixture, backend):
     _assert_same(json.loads(result.stdout), _python_outputs(bundle, manifest, sources))
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
-def page_server(tiny_bundle, tmp_path_factory):
-    """A static server on 127.0.0.1 over a folder holding web/ and the bundle, as
-    `python -m http.server` serves the repository."""
-    root = tmp_path_factory.mktemp("site")
-    os.symlink(WEB, root / "web")
-    os.symlink(tiny_bundle[1], root / "bundle")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/web/index.html?bundle=../bundle/"
-    server.shutdown()
+def page_server(tiny_bundle):
+    with demo_page(tiny_bundle[1]) as url:
+        yield url
 
 
 def _chromium():
