@@ -3,8 +3,9 @@
     python bench/footprint.py --bundle runs/bible_small.bundle --run-dir runs/bible_small
 
 Compares, each in a new process translating one sentence (beam 5):
-- `s2s-translate` (onnxruntime, float32 and INT8) in a virtual environment with only
-  `serving/requirements.txt` (created under `bench/.serving-venv` on first use);
+- `s2s-translate` (onnxruntime, float32 and INT8, the graph and the steps engine) in a
+  virtual environment with only `serving/requirements.txt` (created under
+  `bench/.serving-venv` on first use);
 - `s2s translate`, which loads the Keras model with TensorFlow.
 Cold start is the wall time from process start to the first translation written; peak RSS
 is the process's maximum resident set (`wait4`). Medians over `--repeats` runs.
@@ -107,9 +108,12 @@ def main(argv=None) -> int:
 
     light = args.serving_python or serving_python(args.serving_venv)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    translate = [light, "-m", "serving.cli", args.bundle, "--beam", "5"]
     variants = [
-        ("s2s-translate (onnxruntime float32)", [light, "-m", "serving.cli", args.bundle, "--beam", "5"]),
-        ("s2s-translate (onnxruntime INT8)", [light, "-m", "serving.cli", args.bundle, "--beam", "5", "--int8"]),
+        ("s2s-translate (onnxruntime float32, graph engine)", translate + ["--engine", "graph"]),
+        ("s2s-translate (onnxruntime INT8, graph engine)", translate + ["--engine", "graph", "--int8"]),
+        ("s2s-translate (onnxruntime float32, steps engine)", translate + ["--engine", "steps"]),
+        ("s2s-translate (onnxruntime INT8, steps engine)", translate + ["--engine", "steps", "--int8"]),
     ]
     if not args.skip_tensorflow:
         variants.append(("s2s translate (Keras on TensorFlow)",

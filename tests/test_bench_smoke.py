@@ -50,7 +50,7 @@ def test_footprint_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     stdout, payload = _run(["bench/footprint.py", "--bundle", bundle_dir, "--run-dir", run_dir,
                             "--repeats", "1", "--serving-python", sys.executable], tmp_path)
     assert "| translator | cold start s (median) |" in stdout
-    assert len(payload["translators"]) == 3
+    assert len(payload["translators"]) == 5  # graph and steps engines, float32 and INT8; Keras
     assert all(row["peak RSS MiB (median)"] > 10 for row in payload["translators"])
     assert payload["install"][0]["bytes"] < payload["install"][1]["bytes"]
 
