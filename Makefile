@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 RUN_DIR ?= runs/g2p_small
 DEMO_MINUTES ?= 8
 
-.PHONY: setup setup-dev setup-web demo test bench g2p-ensemble clean
+.PHONY: setup setup-dev setup-web system-packages demo test bench g2p-ensemble clean
 
 $(BIN)/s2s: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,19 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 
 setup-web: web/node_modules/.package-lock.json
 
-test: setup-dev setup-web
+# Debian packages the tests use: chromium (the demo page's test) and the SWORD tools and
+# Bible modules (the `bible` data set's tests), installed with apt-get when run as root.
+SYSTEM_PACKAGES := chromium libsword-utils sword-text-sparv sword-text-kjv
+system-packages:
+	@if command -v chromium >/dev/null 2>&1 && command -v mod2imp >/dev/null 2>&1 \
+		&& [ -d /usr/share/sword/modules/texts/ztext/engKJV2006eb ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	else echo "make test: missing Debian packages; the page and Bible tests need: sudo apt-get install $(SYSTEM_PACKAGES)"; fi
+
+test: setup-dev setup-web system-packages
 	$(BIN)/python -m pytest -q tests
 
 # Two g2p_best members with different seeds, side by side with one thread each (on 2 cores

@@ -24,7 +24,7 @@ def test_cmudict_pairs_strip_stress_and_keep_every_pronunciation():
 
 needs_sword = pytest.mark.skipif(
     shutil.which("mod2imp") is None,
-    reason="the SWORD tools are installed by .ci/run (apt-get install libsword-utils ...)",
+    reason="the SWORD tools are missing: make test installs them as root (apt-get install libsword-utils ...)",
 )
 
 

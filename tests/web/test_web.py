@@ -1,7 +1,7 @@
 """The same translator files from JavaScript: onnxruntime-node, onnxruntime-web's wasm
 backend under Node.js, and the demo page in headless Chromium, against Python's onnxruntime.
 
-Needs `npm ci --ignore-scripts` in web/ and Debian's chromium (`.ci/run` installs both)."""
+Needs `npm ci --ignore-scripts` in web/ and Debian's chromium (`make test` installs both)."""
 
 import json
 import os
@@ -89,7 +89,7 @@ def page_server(tiny_bundle):
 
 def _chromium():
     if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does as root)")
 
 
 def test_the_demo_page_in_chromium_gives_pythons_outputs(fixture, page_server, tiny_bundle):
