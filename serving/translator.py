@@ -179,14 +179,32 @@ class _OneThreadFallback:
     with fewer than `one_thread_rows` rows, where a second thread costs more than it gains
     (`ONE_THREAD_MFLOP`). CPU sessions with more than one thread only."""
 
-    def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
-        self.session = _open_session(path, providers, num_threads)
-        self._path, self._providers = path, providers
+    def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0,
+                 open_one_thread_first: bool = False):
+        self._path, self._providers, self._num_threads = path, providers, num_threads
         threads = num_threads or os.cpu_count() or 1
         cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
         self.one_thread_rows = one_thread_rows if threads > 1 and cpu_only else 0
-        self._one_thread = None
         self._lock = threading.Lock()
+        # Either session checks the file; the other opens on first use, so a translator that
+        # only ever makes small calls holds its weights once.
+        self._session = self._one_thread = None
+        if open_one_thread_first and self.one_thread_rows:
+            self._one_thread = _open_session(path, providers, 1)
+        else:
+            self._session = _open_session(path, providers, num_threads)
+
+    @property
+    def session(self):
+        """The session with every thread."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = _open_session(self._path, self._providers, self._num_threads)
+        return self._session
+
+    def _opened(self):
+        return self._session if self._session is not None else self._one_thread
 
     def session_for(self, rows: int):
         """The session for a call whose steps have `rows` rows."""
@@ -268,10 +286,11 @@ class TranslatorGraphSession(_OneThreadFallback):
     OUTPUTS = ["hypotheses", "hypothesis_lengths", "scores", "log_probs", "finished"]
 
     def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
-        # As for the step engine: a search whose steps have few rows runs on one thread.
-        super().__init__(path, providers, num_threads, one_thread_rows)
-        inputs = {i.name for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
+        # As for the step engine, a search whose steps have few rows runs on one thread; a
+        # translator of single lines then never opens the session with every thread.
+        super().__init__(path, providers, num_threads, one_thread_rows, open_one_thread_first=True)
+        inputs = {i.name for i in self._opened().get_inputs()}
+        outputs = {o.name for o in self._opened().get_outputs()}
         if inputs != self.INPUTS or not set(self.OUTPUTS) <= outputs:
             raise BundleError(f"{path}: unexpected translator inputs {sorted(inputs)} / outputs {sorted(outputs)}")
 
