@@ -80,10 +80,10 @@ def table(rows: list[dict], columns: list[str]) -> str:
 def write_result(name: str, payload: dict, path: str | None = None) -> str:
     path = path or os.path.join(RESULTS, f"{name}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path + ".partial"
-    with open(temporary, "w", encoding="utf-8") as handle:
+    from serving.files import atomic_write
+
+    with atomic_write(path) as handle:
         json.dump(payload, handle, indent=2)
-    os.replace(temporary, path)
     return path
 
 

@@ -60,6 +60,21 @@ class Timed:
         return getattr(self.function, name)
 
 
+def traced_decoder_step(model, config):
+    """The decoder step as tf2onnx traces it from the Keras step model, with the same
+    selection nodes. Not what the export writes; `--compare-traced` times it against
+    `decoder_step_graph`."""
+    from export.onnx_export import convert
+    from export.top_k import add_top_k
+    from keras_s2s.decoder import decoder_step_function
+    from keras_s2s.models import build_inference_models
+
+    _, decoder_step = build_inference_models(model, config)
+    proto = convert(decoder_step_function(decoder_step, config))
+    add_top_k(proto)
+    return proto
+
+
 def _throughput(decode, sources, beam, batch, repeats):
     decode(sources[:batch], beam, batch)  # warm-up (and TensorFlow tracing)
     times = []
@@ -106,7 +121,6 @@ def weight_flops_per_row(path: str) -> tuple[float, list]:
 def _plain_matmul_rate(flops_per_row: float, rows: int, threads: int, hidden: int) -> float:
     """onnxruntime GFLOP/s of one MatMul [rows, K] x [K, N] with K x N = flops_per_row / 2."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -168,10 +182,10 @@ def _thread_rows(name, threads, directory, model_config, row_counts, rounds=9, c
     the two timed in turns, `calls` calls per turn (as a decoder calls one session many
     times in a row: a turn per call would have each evict the other's weights from the
     caches): where one thread wins, the translator runs the step on one
-    (`serving.translator.ONE_THREAD_MFLOP`)."""
+    (`serving.sessions.ONE_THREAD_MFLOP`)."""
     import numpy as np
 
-    from serving.translator import DecoderStepSession
+    from serving.sessions import DecoderStepSession
 
     flops_per_row, _ = weight_flops_per_row(os.path.join(directory, "decoder_step.onnx"))
     out = []
@@ -201,7 +215,7 @@ def _thread_rows(name, threads, directory, model_config, row_counts, rounds=9, c
 def _one_thread_latency(name, threads, engine, translator, sources, beam=5) -> dict:
     """p50 / p90 ms per sentence at batch 1 with the translator's one-thread small steps
     and with every step on all threads, the two in turns sentence by sentence."""
-    step = translator.decoder_step
+    step = translator.engine.step
     threshold = step.one_thread_rows
     times = {threshold: [], 0: []}
     translator.translate_ids(sources[:1], beam_size=beam, batch_size=1)
@@ -259,7 +273,7 @@ def _paper_model_dir(quick: bool) -> str:
     import keras
 
     from bench.paper_onnx import build
-    from export.bundle import quantize_int8
+    from export.quantize import quantize_int8
     from keras_s2s.config import ModelConfig
     from keras_s2s.models import build_seq2seq
 
@@ -296,10 +310,11 @@ def worker(args) -> dict:
     _configure_tensorflow(threads)
     import numpy as np
 
-    from keras_s2s.config import Config, DecodeConfig
-    from keras_s2s.evaluation import KerasTranslator, load_run
-    from serving.search import decode_in_batches
-    from serving.translator import DecoderStepSession, EncoderSession, Translator, one_thread_rows
+    from keras_s2s.config import BOS_ID, EOS_ID, Config, DecodeConfig
+    from keras_s2s.decoder import KerasTranslator, load_run
+    from serving.decoding import SearchTranslator
+    from serving.sessions import DecoderStepSession, EncoderSession, onnx_step_engine, one_thread_rows
+    from serving.translator import Translator
 
     rows = []
     models = []
@@ -323,28 +338,20 @@ def worker(args) -> dict:
         sources = [list(rng.integers(4, model_config.source_vocabulary_size, int(rng.integers(20, 31))))
                    for _ in range(max(args.paper_sentences, args.paper_latency_sentences))]
 
-        class Raw:
-            """The bundle translator's decode path for bare ONNX files."""
+        def raw(suffix):
+            """The bundle translator's decode path for bare ONNX files; as `Translator` opens a
+            bundle's step, small calls run on one thread."""
+            encoder = EncoderSession(os.path.join(directory, f"encoder{suffix}.onnx"), ["CPUExecutionProvider"],
+                                     threads)
+            step = DecoderStepSession(os.path.join(directory, f"decoder_step{suffix}.onnx"), ["CPUExecutionProvider"],
+                                      threads, one_thread_rows=one_thread_rows(dataclasses.asdict(model_config),
+                                                                               int8=bool(suffix)))
+            engine = onnx_step_engine(encoder, step, bos_id=BOS_ID, eos_id=EOS_ID, reverse_source=True)
+            return SearchTranslator(engine, None, None, dict(beam_size=5, length_penalty=decode.length_penalty,
+                                                             max_length_a=decode.max_length_a,
+                                                             max_length_b=decode.max_length_b))
 
-            def __init__(self, suffix):
-                self.encoder = EncoderSession(os.path.join(directory, f"encoder{suffix}.onnx"),
-                                              ["CPUExecutionProvider"], threads)
-                # As `Translator` opens a bundle's step: small calls on one thread.
-                self.decoder_step = DecoderStepSession(
-                    os.path.join(directory, f"decoder_step{suffix}.onnx"), ["CPUExecutionProvider"], threads,
-                    one_thread_rows=one_thread_rows(dataclasses.asdict(model_config), int8=bool(suffix)))
-
-            def translate_ids(self, sources, beam_size, batch_size):
-                def step(tokens, state):  # as the bundle translator calls it
-                    return self.decoder_step(tokens, state, top_k=2 * beam_size)
-
-                return decode_in_batches(
-                    lambda ids, lengths: self.encoder(ids, lengths), step, sources,
-                    reverse=True, max_length_a=decode.max_length_a, max_length_b=decode.max_length_b,
-                    batch_size=batch_size, bos_id=2, eos_id=3, beam_size=beam_size, n_best=1,
-                    length_penalty=decode.length_penalty)
-
-        models.append(("paper shape", Raw(""), Raw(".int8"), KerasTranslator(model, config, None, None),
+        models.append(("paper shape", raw(""), raw(".int8"), KerasTranslator(model, config, None, None),
                        sources, decode, os.path.join(directory, "decoder_step.onnx"), model_config))
 
     for name, ort32, ort8, keras_translator, sources, decode, step_path, model_config in models:
@@ -363,33 +370,33 @@ def worker(args) -> dict:
                 if engine.startswith("onnxruntime"):
                     # Latency, and the time per decoder step at batch 1: float32 and INT8 may
                     # stop at different lengths, the time per step compares like with like.
-                    step = Timed(translator.decoder_step)
-                    translator.decoder_step = step
+                    engine_ = translator.engine
+                    step = engine_.step = Timed(engine_.step)
                     start = time.perf_counter()
                     row["p50 ms @1"], row["p90 ms @1"] = _latency(run, latency_sources, beam)
                     total = time.perf_counter() - start
-                    translator.decoder_step = step.function
+                    engine_.step = step.function
                     row["ms/step @1"] = 1000 * total / step.calls
                     row["steps/sentence @1"] = step.calls / (len(latency_sources) + 1)
                 else:
                     row["p50 ms @1"], row["p90 ms @1"] = _latency(run, latency_sources, beam)
                 if engine.startswith("onnxruntime"):
                     # Where the time goes, at batch 32.
-                    encoder, step = Timed(translator.encoder), Timed(translator.decoder_step)
-                    translator.encoder, translator.decoder_step = encoder, step
+                    encoder, step = Timed(engine_.encode), Timed(engine_.step)
+                    engine_.encode, engine_.step = encoder, step
                     start = time.perf_counter()
                     run(throughput_sources, beam, 32)
                     total = time.perf_counter() - start
-                    translator.encoder, translator.decoder_step = encoder.function, step.function
+                    engine_.encode, engine_.step = encoder.function, step.function
                     row["in onnxruntime %"] = 100 * (encoder.seconds + step.seconds) / total
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
 
-        rows.append(_step_row(name, threads, ort32.decoder_step, ort8.decoder_step, step_path, model_config))
+        rows.append(_step_row(name, threads, ort32.engine.step, ort8.engine.step, step_path, model_config))
         print(json.dumps(rows[-1]), file=sys.stderr)
         if threads > 1:
             for engine, translator in engines[:2]:
-                if translator.decoder_step.one_thread_rows:
+                if translator.engine.step.one_thread_rows:
                     rows.append(_one_thread_latency(name, threads, engine, translator, latency_sources))
                     print(json.dumps(rows[-1]), file=sys.stderr)
             counts = (1, 5, 20) if paper else (5, 10, 20, 40, 80)
@@ -399,8 +406,7 @@ def worker(args) -> dict:
         # The same trained step as tf2onnx traces it from the Keras step model.
         import onnx
 
-        from export.bundle import quantize_int8
-        from export.onnx_export import traced_decoder_step
+        from export.quantize import quantize_int8
 
         name, model_config = models[0][0], models[0][-1]
         with tempfile.TemporaryDirectory() as scratch:

@@ -64,8 +64,7 @@ def _row_share(bundle: str, sources, beam: int, batch: int) -> dict:
     from serving.translator import Translator
 
     translator = Translator.from_bundle(bundle, num_threads=1, engine="steps")
-    counting = CountingStep(translator.decoder_step)
-    translator.decoder_step = counting
+    counting = translator.engine.step = CountingStep(translator.engine.step)
     # Keeping every sentence to the end, each step of a batch would compute all its rows.
     kept = 0
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))

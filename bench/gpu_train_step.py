@@ -399,7 +399,6 @@ def time_torch_reference(shape, args, per_layer=False):
     if args.profile and per_layer:
         _profile(step, args.profile, "torch_reference_per_layer")
     loss = float(step())
-    del model, optimizer
     return median, times, {}, loss
 
 

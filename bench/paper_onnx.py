@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.step_graph import decoder_step_graph, random_decoder_weights
+from export.step_graph import decoder_step_graph
+from tests.graphs import random_decoder_weights
 
 
 def _weight(rng, name, shape, scale=0.08):

@@ -81,3 +81,7 @@ def check_translator(model: onnx.ModelProto, encoder_lstms: int, decoder_lstms: 
         raise ExportError(f"{name}: operators from unexpected domains: {', '.join(sorted(domains))}")
     onnx.checker.check_model(model)
     return {"graph": dict(counts), "loop_body": dict(body_counts)}
+
+
+class GateError(RuntimeError):
+    """The exported graphs do not decode like the trained model."""

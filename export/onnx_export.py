@@ -25,6 +25,7 @@ import tensorflow as tf
 from export.checks import ExportError, check_fused_lstms  # noqa: F401 (re-exported)
 from export.step_graph import OPSET, DecoderWeights, decoder_step_graph
 from keras_s2s.config import ModelConfig
+from serving.files import atomic_path
 
 def encoder_function(model, config: ModelConfig) -> tf.types.experimental.GenericFunction:
     """The encoder as a `tf.function`: `source_ids`, `source_lengths` -> `states`
@@ -115,20 +116,6 @@ def decoder_weights(model, config: ModelConfig) -> DecoderWeights:
     return weights
 
 
-def traced_decoder_step(model, config: ModelConfig) -> onnx.ModelProto:
-    """The decoder step as tf2onnx traces it from the Keras step model, with the same
-    selection nodes. Not what the export writes; `bench/decode.py --compare-traced` times
-    it against `decoder_step_graph`."""
-    from export.top_k import add_top_k
-    from keras_s2s.evaluation import decoder_step_function
-    from keras_s2s.models import build_inference_models
-
-    _, decoder_step = build_inference_models(model, config)
-    proto = convert(decoder_step_function(decoder_step, config))
-    add_top_k(proto)
-    return proto
-
-
 def export_onnx(model, config: ModelConfig, out_dir: str) -> dict:
     """Writes `encoder.onnx` and `decoder_step.onnx` for a trained model.
 
@@ -148,38 +135,6 @@ def export_onnx(model, config: ModelConfig, out_dir: str) -> dict:
         "decoder_step": check_fused_lstms(decoder_proto, config.num_layers, "decoder_step.onnx"),
     }
     for proto, file_name in ((encoder_proto, "encoder.onnx"), (decoder_proto, "decoder_step.onnx")):
-        path = os.path.join(out_dir, file_name)
-        temporary = path + ".partial"
-        onnx.save(proto, temporary)
-        os.replace(temporary, path)
+        with atomic_path(os.path.join(out_dir, file_name)) as path:
+            onnx.save(proto, path)
     return report
-
-
-def sessions(out_dir: str):
-    """onnxruntime sessions for the two graphs in `out_dir` (CPU, one thread)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return (
-        ort.InferenceSession(os.path.join(out_dir, "encoder.onnx"), options, providers=["CPUExecutionProvider"]),
-        ort.InferenceSession(os.path.join(out_dir, "decoder_step.onnx"), options, providers=["CPUExecutionProvider"]),
-    )
-
-
-def onnx_step_function(decoder_session, attention: bool):
-    """A `serving.search` step function over the ONNX decoder-step session."""
-
-    def step(token_ids: np.ndarray, state: dict):
-        feeds = {"token_ids": token_ids.astype(np.int32), "states": state["states"]}
-        if attention:
-            feeds["encoder_outputs"] = state["encoder_outputs"]
-            feeds["source_lengths"] = state["source_lengths"]
-        if has_top_k:
-            feeds["top_k"] = np.array([1], np.int64)
-        log_probs, next_states = decoder_session.run(["log_probs", "next_states"], feeds)
-        return log_probs, {"states": next_states}
-
-    has_top_k = "top_k" in {i.name for i in decoder_session.get_inputs()}
-    return step

@@ -167,22 +167,3 @@ def decoder_step_graph(weights: DecoderWeights) -> onnx.ModelProto:
                               producer_name="keras-s2s")
     model.ir_version = 8
     return model
-
-
-def random_decoder_weights(num_layers: int, hidden: int, embedding: int, vocabulary: int,
-                           attention: bool = False, seed: int = 0, scale: float = 0.08) -> DecoderWeights:
-    """U(-scale, scale) weights of the given shape (for benchmarks and tests)."""
-    rng = np.random.default_rng(seed)
-
-    def uniform(*shape):
-        return rng.uniform(-scale, scale, shape).astype(np.float32)
-
-    return DecoderWeights(
-        embedding=uniform(vocabulary, embedding),
-        lstm=[(uniform(embedding if i == 0 else hidden, 4 * hidden), uniform(hidden, 4 * hidden), uniform(4 * hidden))
-              for i in range(num_layers)],
-        logits_kernel=uniform(hidden, vocabulary),
-        logits_bias=uniform(vocabulary),
-        attention=uniform(hidden, hidden) if attention else None,
-        attention_combine=uniform(2 * hidden, hidden) if attention else None,
-    )

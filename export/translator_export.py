@@ -15,8 +15,10 @@ import onnx
 
 from export.checks import ExportError, check_translator
 from export.search_graph import translator_graph
-from serving.search import Hypothesis, decode_in_batches, in_length_batches
-from serving.translator import DecoderStepSession, EncoderSession, TranslatorGraphSession
+from serving.files import atomic_path
+from serving.decoding import SearchSettings
+from serving.search import Hypothesis, in_length_batches
+from serving.sessions import DecoderStepSession, EncoderSession, TranslatorGraphSession, onnx_step_engine
 
 SCORE_TOLERANCE = 1e-5
 
@@ -34,21 +36,9 @@ def write_translator(bundle_dir: str, suffix: str, *, reverse_source: bool, bos_
     model = translator_graph(encoder, step, reverse_source=reverse_source, bos_id=bos_id, eos_id=eos_id)
     name = f"translator{suffix}.onnx"
     counts = check_translator(model, encoder_lstms, decoder_lstms, name)
-    path = os.path.join(bundle_dir, name)
-    onnx.save(model, path + ".partial")
-    os.replace(path + ".partial", path)
+    with atomic_path(os.path.join(bundle_dir, name)) as path:
+        onnx.save(model, path)
     return counts
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSetting:
-    """One search setting of the comparison."""
-
-    beam_size: int
-    n_best: int
-    length_penalty: float
-    max_length_a: float
-    max_length_b: int
 
 
 def differences(expected: Sequence[Sequence[tuple]], found: Sequence[Sequence[tuple]]) -> dict:
@@ -73,7 +63,7 @@ def _keyed(found: Sequence[Sequence[Hypothesis]]) -> list:
 
 
 def compare_engines(bundle_dir: str, suffix: str, sources: Sequence[Sequence[int]],
-                    settings: Sequence[SearchSetting], *, reverse_source: bool, bos_id: int, eos_id: int,
+                    settings: Sequence[SearchSettings], *, reverse_source: bool, bos_id: int, eos_id: int,
                     batch_size: int = 64) -> list[dict]:
     """Decodes `sources` with `translator{suffix}.onnx` and with the numpy search over
     `encoder{suffix}.onnx` and `decoder_step{suffix}.onnx`, on one thread each (onnxruntime's
@@ -83,24 +73,14 @@ def compare_engines(bundle_dir: str, suffix: str, sources: Sequence[Sequence[int
         Per setting, its fields and `differences(...)`.
     """
     providers = ["CPUExecutionProvider"]
-    encoder = EncoderSession(os.path.join(bundle_dir, f"encoder{suffix}.onnx"), providers, 1)
-    step = DecoderStepSession(os.path.join(bundle_dir, f"decoder_step{suffix}.onnx"), providers, 1)
+    steps = onnx_step_engine(EncoderSession(os.path.join(bundle_dir, f"encoder{suffix}.onnx"), providers, 1),
+                             DecoderStepSession(os.path.join(bundle_dir, f"decoder_step{suffix}.onnx"), providers, 1),
+                             bos_id=bos_id, eos_id=eos_id, reverse_source=reverse_source)
     graph = TranslatorGraphSession(os.path.join(bundle_dir, f"translator{suffix}.onnx"), providers, 1)
-
-    def encode(ids, lengths):
-        state = encoder(ids, lengths)
-        if "encoder_outputs" in state:
-            state["source_lengths"] = lengths
-        return state
-
     report = []
     for setting in settings:
-        expected = decode_in_batches(
-            encode, functools.partial(step, top_k=2 * setting.beam_size), sources, reverse=reverse_source,
-            max_length_a=setting.max_length_a, max_length_b=setting.max_length_b, batch_size=batch_size,
-            bos_id=bos_id, eos_id=eos_id, beam_size=setting.beam_size, n_best=setting.n_best,
-            length_penalty=setting.length_penalty)
-        found = in_length_batches(functools.partial(graph, **dataclasses.asdict(setting)), sources, batch_size)
+        expected = in_length_batches(functools.partial(steps.search_batch, settings=setting), sources, batch_size)
+        found = in_length_batches(functools.partial(graph.search_batch, settings=setting), sources, batch_size)
         report.append({**dataclasses.asdict(setting), **differences(_keyed(expected), _keyed(found))})
     return report
 
@@ -118,11 +98,11 @@ def check_engines_agree(report: Sequence[dict], name: str, texts: Sequence[str] 
                 f"largest score difference {entry['max_score_diff']:.1e}{where}")
 
 
-def gate_settings(decode) -> list[SearchSetting]:
+def gate_settings(decode) -> list[SearchSettings]:
     """The export gate's settings: greedy, and the bundle's beam with its full n-best list."""
     common = dict(length_penalty=float(decode.length_penalty), max_length_a=float(decode.max_length_a),
                   max_length_b=int(decode.max_length_b))
-    return [SearchSetting(1, 1, **common), SearchSetting(decode.beam_size, decode.beam_size, **common)]
+    return [SearchSettings(1, 1, **common), SearchSettings(decode.beam_size, decode.beam_size, **common)]
 
 
 def gate_summary(report: Sequence[dict]) -> dict:
@@ -198,14 +178,13 @@ def write_text_translator(bundle_dir: str, source_file: str, target_file: str, m
                                   read_tokenizer(bundle_dir, source_file), read_tokenizer(bundle_dir, target_file),
                                   max_source_length)
     onnx.checker.check_model(model)
-    path = os.path.join(bundle_dir, "translator.text.onnx")
-    onnx.save(model, path + ".partial")
-    os.replace(path + ".partial", path)
+    with atomic_path(os.path.join(bundle_dir, "translator.text.onnx")) as path:
+        onnx.save(model, path)
     return dict(collections.Counter(node.op_type for node in model.graph.node))
 
 
 def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source_length: int,
-                 texts: Sequence[str], settings: Sequence[SearchSetting]) -> list[dict]:
+                 texts: Sequence[str], settings: Sequence[SearchSettings]) -> list[dict]:
     """`translator.text.onnx` against the tokenizer, `translator.onnx` and the detokenizer
     (what `serving.translator.Translator.translate` does) on `texts`, per setting.
 
@@ -215,7 +194,7 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
     import numpy as np
 
     from serving.tokenizers import load_vocabulary
-    from serving.translator import _open_session, search_feeds
+    from serving.sessions import open_session, search_feeds
 
     source = load_vocabulary(os.path.join(bundle_dir, source_file))
     target = load_vocabulary(os.path.join(bundle_dir, target_file))
@@ -223,7 +202,7 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
     graph = TranslatorGraphSession(os.path.join(bundle_dir, "translator.onnx"), providers, 1)
     text_path = os.path.join(bundle_dir, "translator.text.onnx")
     if source_file.endswith(".json") and target_file.endswith(".json"):
-        text_session = _open_session(text_path, providers, 1)
+        text_session = open_session(text_path, providers, 1)
     else:
         import onnxruntime as ort
 
@@ -231,7 +210,7 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
     sources = [source.encode(text)[: max_source_length or None] for text in texts]
     report = []
     for setting in settings:
-        found = in_length_batches(functools.partial(graph, **dataclasses.asdict(setting)), sources, 64)
+        found = in_length_batches(functools.partial(graph.search_batch, settings=setting), sources, 64)
         expected = [[("", 0.0)] if not text.strip() else [(target.decode(h.token_ids), h.score) for h in hypotheses]
                     for text, hypotheses in zip(texts, found)]
         feeds = {"texts": np.array(list(texts), dtype=object), **search_feeds(**dataclasses.asdict(setting))}
@@ -243,7 +222,7 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
 
 
 def compare_text_apart(bundle_dir: str, source_file: str, target_file: str, max_source_length: int,
-                       texts: Sequence[str], settings: Sequence[SearchSetting]) -> list[dict]:
+                       texts: Sequence[str], settings: Sequence[SearchSettings]) -> list[dict]:
     """`compare_text` in a fresh Python process: onnxruntime-extensions' library crashes a
     process that has TensorFlow loaded (as the export has), so SentencePiece text graphs
     are checked in one without it."""
@@ -255,9 +234,9 @@ def compare_text_apart(bundle_dir: str, source_file: str, target_file: str, max_
     request = json.dumps({"bundle_dir": bundle_dir, "source_file": source_file, "target_file": target_file,
                           "max_source_length": max_source_length, "texts": list(texts),
                           "settings": [dataclasses.asdict(s) for s in settings]})
-    code = ("import json, sys; from export.translator_export import SearchSetting, compare_text; r = json.load(sys.stdin); "
+    code = ("import json, sys; from export.translator_export import compare_text; from serving.decoding import SearchSettings; r = json.load(sys.stdin); "
             "print(json.dumps(compare_text(r['bundle_dir'], r['source_file'], r['target_file'], r['max_source_length'], "
-            "r['texts'], [SearchSetting(**s) for s in r['settings']])))")
+            "r['texts'], [SearchSettings(**s) for s in r['settings']])))")
     environment = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([sys.executable, "-c", code], input=request, capture_output=True, text=True,
                             cwd=root, env=environment, timeout=3600)

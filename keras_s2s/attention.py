@@ -10,12 +10,12 @@ reading order (the model reads a reversed source; the columns are put back).
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
 from keras_s2s.config import BOS_ID, EOS_ID
+from serving.files import atomic_path
 
 
 def _piece(tokenizer, token_id: int) -> str:
@@ -29,7 +29,7 @@ def attention_maps(run_dir: str, texts: Sequence[str], beam_size: int | None = N
     with `weights` `(len(output_pieces), len(source_pieces))`, rows summing to 1."""
     import keras
 
-    from keras_s2s.evaluation import KerasTranslator, load_run
+    from keras_s2s.decoder import KerasTranslator, load_run
     from serving.search import pad_sources
 
     config, model, source_tokenizer, target_tokenizer = load_run(run_dir, checkpoint=checkpoint)
@@ -74,8 +74,7 @@ def plot_attention(maps, texts: Sequence[str], path: str) -> str:
         axis.set_title(text)
         axis.set_xlabel("source")
     figure.tight_layout()
-    partial = path + ".partial.png"
-    figure.savefig(partial, dpi=100)
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=100)
     plt.close(figure)
-    os.replace(partial, path)
     return path

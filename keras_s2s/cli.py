@@ -63,12 +63,12 @@ def _evaluate(args) -> int:
 
 
 def _translate(args) -> int:
-    from keras_s2s.evaluation import make_translator
+    from keras_s2s.decoder import make_translator
     from serving.cli import decoded_lines
 
     translator = make_translator(args.run_dir)
     lines = [text for _, text, _ in decoded_lines(sys.stdin.buffer)]
-    outputs = translator.translate(lines, beam_size=args.beam, batch_size=args.batch_size)
+    outputs = translator.translate_best(lines, beam_size=args.beam, batch_size=args.batch_size)
     for line, output in zip(lines, outputs):
         sys.stdout.write((output if line.strip() else "") + "\n")
     sys.stdout.flush()

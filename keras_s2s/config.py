@@ -292,11 +292,10 @@ class Config:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the config as JSON, atomically."""
-        path = os.fspath(path)
-        temporary = path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
+        from serving.files import atomic_write
+
+        with atomic_write(os.fspath(path)) as handle:
             handle.write(self.to_json())
-        os.replace(temporary, path)
 
     def override(self, assignments: list[str]) -> "Config":
         """Returns a copy with `section.key=value` assignments applied.

@@ -38,7 +38,7 @@ import functools
 
 import keras
 import torch
-from keras.src.trainers.data_adapters import data_adapter_utils
+from keras_s2s.upstream import data_adapter_utils
 
 
 def fast_update(optimizer) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import sys
 import warnings
+
+from serving.files import atomic_write
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,10 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"s2s-translate: error: cannot read {args.input}: {error.strerror}", file=sys.stderr)
         return 2
-    # Written beside the target and renamed into place when complete, so an
-    # interrupted run never leaves a partial file under the output's name.
-    partial = f"{args.output}.partial" if args.output else None
-    out = open(partial, "w", encoding="utf-8") if partial else sys.stdout
     bar = None
     if args.input:
         from tqdm import tqdm
@@ -150,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         bar = tqdm(total=_count_lines(args.input), unit="line", file=sys.stderr, desc="translating")
     run = _Run(translator, dict(beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size))
     invalid = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.input:
+            stack.enter_context(source)
+        if bar:
+            stack.enter_context(bar)
+        # An interrupted run never leaves a partial file under the output's name.
+        out = stack.enter_context(atomic_write(args.output)) if args.output else sys.stdout
         # Chunks keep memory flat on long inputs and let output flow on stdin.
         chunk_size = max(args.batch_size * 8, 256) if args.input else args.batch_size
         for chunk in _chunks(decoded_lines(source), chunk_size):
@@ -169,15 +173,6 @@ def main(argv: list[str] | None = None) -> int:
             out.flush()
             if bar:
                 bar.update(len(chunk))
-    finally:
-        if bar:
-            bar.close()
-        if args.input:
-            source.close()
-        if partial:
-            out.close()
-    if partial:
-        os.replace(partial, args.output)
     if invalid:
         _warn(f"invalid UTF-8 replaced on {invalid} line(s)")
     if run.truncated:

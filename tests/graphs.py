@@ -1,5 +1,5 @@
-"""ONNX models with random weights for the search tests (no TensorFlow): an encoder
-written node by node like the exported one, and the exported decoder step."""
+"""ONNX models with random weights for the search tests and the benchmarks (no TensorFlow):
+an encoder written node by node like the exported one, and the exported decoder step."""
 
 from __future__ import annotations
 
@@ -7,7 +7,26 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.step_graph import OPSET, decoder_step_graph, onnx_lstm_weights, random_decoder_weights
+from export.step_graph import OPSET, DecoderWeights, decoder_step_graph, onnx_lstm_weights
+
+
+def random_decoder_weights(num_layers: int, hidden: int, embedding: int, vocabulary: int,
+                           attention: bool = False, seed: int = 0, scale: float = 0.08) -> DecoderWeights:
+    """U(-scale, scale) weights of the given shape (for benchmarks and tests)."""
+    rng = np.random.default_rng(seed)
+
+    def uniform(*shape):
+        return rng.uniform(-scale, scale, shape).astype(np.float32)
+
+    return DecoderWeights(
+        embedding=uniform(vocabulary, embedding),
+        lstm=[(uniform(embedding if i == 0 else hidden, 4 * hidden), uniform(hidden, 4 * hidden), uniform(4 * hidden))
+              for i in range(num_layers)],
+        logits_kernel=uniform(hidden, vocabulary),
+        logits_bias=uniform(vocabulary),
+        attention=uniform(hidden, hidden) if attention else None,
+        attention_combine=uniform(2 * hidden, hidden) if attention else None,
+    )
 
 
 def random_encoder_graph(num_layers: int, hidden: int, embedding: int, vocabulary: int, attention: bool,

@@ -14,6 +14,8 @@ import os
 import random
 from typing import Iterable, Iterator
 
+from serving.files import atomic_write
+
 BOM = "\ufeff"
 
 
@@ -207,8 +209,6 @@ def split_pairs(
 
 def write_tsv(pairs: Iterable[Pair], path: str) -> None:
     """Writes pairs as `source<TAB>target` lines, atomically."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
+    with atomic_write(path, newline="\n") as handle:
         for pair in pairs:
             handle.write(f"{pair.source}\t{pair.target}\n")
-    os.replace(temporary, path)

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Iterable, Sequence
 
+from serving.files import atomic_write
 from serving.tokenizers import SentencePieceVocabulary, SymbolVocabulary
 
 from keras_s2s.config import (
@@ -155,10 +156,8 @@ class SentencePieceTokenizer(SentencePieceVocabulary):
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    temporary = path + ".tmp"
-    with open(temporary, "wb") as handle:
+    with atomic_write(path, "wb") as handle:
         handle.write(data)
-    os.replace(temporary, path)
 
 
 def tokenizer_files(run_dir: str, config: TokenizerConfig) -> tuple[str, str]:

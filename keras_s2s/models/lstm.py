@@ -83,7 +83,7 @@ class LSTM(keras.layers.LSTM):
             if out is not None:
                 return out
         if self._float32_gates():
-            from keras.src import backend
+            from keras_s2s.upstream import private_backend as backend
 
             try:
                 # cuDNN where the backend has it (TensorFlow with a GPU), as Keras does.
@@ -116,7 +116,7 @@ class LSTM(keras.layers.LSTM):
         )
 
     def _float32_gate_loop(self, sequences, initial_state, mask):
-        from keras.src import backend
+        from keras_s2s.upstream import private_backend as backend
 
         cell, dtype = self.cell, sequences.dtype
         kernel = ops.cast(cell.kernel, dtype)

@@ -29,7 +29,7 @@ import contextlib
 
 import keras
 import torch
-from keras.src import backend
+from keras_s2s.upstream import private_backend as backend
 
 from keras_s2s.config import PAD_ID
 

@@ -76,9 +76,9 @@ def test_moved_bundle_loads_and_translates_like_keras(bundle, tmp_path):
     words = ["hello", "world", "", "abracadabra"]
     results = translator.translate(words, beam_size=3)
     assert len(results) == 4 and results[2][0].text == ""
-    from keras_s2s.evaluation import make_translator
+    from keras_s2s.decoder import make_translator
 
-    reference = make_translator(run_dir).translate(["hello", "world", "abracadabra"], beam_size=3)
+    reference = make_translator(run_dir).translate_best(["hello", "world", "abracadabra"], beam_size=3)
     assert [results[0][0].text, results[1][0].text, results[3][0].text] == reference
     int8 = Translator.from_bundle(moved, int8=True).translate(words, beam_size=3)
     assert len(int8) == 4
@@ -145,7 +145,7 @@ def test_failed_gate_refuses_the_export_and_keeps_the_old_bundle(bundle, tmp_pat
 
 
 def test_the_averaged_weights_can_be_exported(bundle, tmp_path, capsys):
-    from keras_s2s.evaluation import make_translator
+    from keras_s2s.decoder import make_translator
 
     run_dir = bundle[0]  # trained with training.average_last_epochs=2
     target = str(tmp_path / "averaged")
@@ -216,7 +216,7 @@ def test_decoder_step_selects_the_best_tokens_in_the_graph(bundle):
     for int8 in (False, True):
         translator = Translator.from_bundle(out, int8=int8, engine="steps")
         assert translator.decoder_step.has_top_k
-        state = translator._encode(np.array([[5, 6, 7]], np.int32), np.array([3], np.int32))
+        state = translator.encode(np.array([[5, 6, 7]], np.int32), np.array([3], np.int32))
         tokens = np.array([2], np.int32)
         full, _ = translator.decoder_step(tokens, state)
         (values, ids), _ = translator.decoder_step(tokens, state, top_k=4)

@@ -1,13 +1,45 @@
+import os
+
 import keras
 import numpy as np
 import onnx
 import pytest
 
-from export.onnx_export import export_onnx, onnx_step_function, sessions
+from export.onnx_export import export_onnx
 from keras_s2s.config import BOS_ID, EOS_ID, Config, ModelConfig
-from keras_s2s.evaluation import KerasTranslator
+from keras_s2s.decoder import KerasTranslator
 from keras_s2s.models import build_inference_models, build_seq2seq
 from serving.search import beam_search, max_output_lengths, pad_sources
+
+def sessions(out_dir: str):
+    """onnxruntime sessions for the two graphs in `out_dir` (CPU, one thread)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return (
+        ort.InferenceSession(os.path.join(out_dir, "encoder.onnx"), options, providers=["CPUExecutionProvider"]),
+        ort.InferenceSession(os.path.join(out_dir, "decoder_step.onnx"), options, providers=["CPUExecutionProvider"]),
+    )
+
+
+def onnx_step_function(decoder_session, attention: bool):
+    """A `serving.search` step function over the ONNX decoder-step session."""
+
+    def step(token_ids: np.ndarray, state: dict):
+        feeds = {"token_ids": token_ids.astype(np.int32), "states": state["states"]}
+        if attention:
+            feeds["encoder_outputs"] = state["encoder_outputs"]
+            feeds["source_lengths"] = state["source_lengths"]
+        if has_top_k:
+            feeds["top_k"] = np.array([1], np.int64)
+        log_probs, next_states = decoder_session.run(["log_probs", "next_states"], feeds)
+        return log_probs, {"states": next_states}
+
+    has_top_k = "top_k" in {i.name for i in decoder_session.get_inputs()}
+    return step
+
 
 CASES = {
     "plain": dict(attention="none", bidirectional_encoder=False, num_layers=2),

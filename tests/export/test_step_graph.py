@@ -6,7 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.step_graph import decoder_step_graph, random_decoder_weights
+from export.step_graph import decoder_step_graph
+from graphs import random_decoder_weights
 
 
 def _sigmoid(x):

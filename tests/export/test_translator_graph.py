@@ -11,14 +11,15 @@ from onnx import helper
 
 from export.checks import ExportError, check_translator
 from export.search_graph import translator_graph
-from export.translator_export import SearchSetting, compare_engines, write_translator
+from export.translator_export import compare_engines, write_translator
 from graphs import random_models
 from serving.search import in_length_batches
 from serving.tokenizers import load_vocabulary
-from serving.translator import TranslatorGraphSession
+from serving.decoding import SearchSettings
+from serving.sessions import TranslatorGraphSession
 
 BOS, EOS = 2, 3
-GRID = [SearchSetting(beam, n_best, penalty, a, b)
+GRID = [SearchSettings(beam, n_best, penalty, a, b)
         for beam in (1, 2, 5) for n_best in sorted({1, beam}) for penalty in (0.0, 0.6, 1.0)
         for a, b in ((1.5, 5), (1.2, 10), (0.7, 0))]
 
@@ -84,9 +85,9 @@ def test_edge_cases(tiny_bundle, tmp_path):
     sources, manifest = _bundle_sources(run_dir, bundle_dir, count=20)
     limit = manifest["max_source_length"]
     edge = [[], sources[0], [5] * limit, sources[1][:1]]
-    settings = [SearchSetting(3, 3, 1.0, 0.0, 4),  # a = 0; n-best equal to the beam
-                SearchSetting(1, 1, 0.0, 0.0, 1),  # one output token
-                SearchSetting(4, 2, 0.6, 1.5, 5)]
+    settings = [SearchSettings(3, 3, 1.0, 0.0, 4),  # a = 0; n-best equal to the beam
+                SearchSettings(1, 1, 0.0, 0.0, 1),  # one output token
+                SearchSettings(4, 2, 0.6, 1.5, 5)]
     for batch in ([source] for source in edge):  # batch 1
         _assert_identical(compare_engines(bundle_dir, "", batch, settings, reverse_source=manifest["reverse_source"],
                                           bos_id=BOS, eos_id=EOS))
@@ -94,7 +95,7 @@ def test_edge_cases(tiny_bundle, tmp_path):
                                       bos_id=BOS, eos_id=EOS))
     # 2 x beam larger than the vocabulary: every token is a candidate.
     small = _random_bundle(tmp_path, attention=True, vocabulary=7)
-    wide = [SearchSetting(5, 5, 1.0, 1.5, 5), SearchSetting(7, 2, 0.0, 1.2, 3)]
+    wide = [SearchSettings(5, 5, 1.0, 1.5, 5), SearchSettings(7, 2, 0.0, 1.2, 3)]
     _assert_identical(compare_engines(small, "", _random_sources(60, 7, 6), wide, reverse_source=True,
                                       bos_id=BOS, eos_id=EOS))
 
@@ -146,7 +147,7 @@ def test_engines_agree_through_the_translator(tiny_bundle):
     bundle_dir = tiny_bundle[1]
     graph = Translator.from_bundle(bundle_dir)
     steps = Translator.from_bundle(bundle_dir, engine="steps")
-    assert graph.engine == "graph" and steps.engine == "steps"
+    assert graph.engine_name == "graph" and steps.engine_name == "steps"
     words = ["", "a", "hello", "zebra", "onnxruntime", "sequence", "🙂", "x"]
     for options in ({"beam_size": 1}, {"beam_size": 3, "n_best": 3}, {"beam_size": 5, "n_best": 2}):
         a, b = graph.translate(words, **options), steps.translate(words, **options)
@@ -175,7 +176,7 @@ def test_the_text_graph_equals_the_tokenizers_around_the_id_graph(tiny_bundle):
     with open(os.path.join(run_dir, "data", "dev.tsv"), encoding="utf-8") as handle:
         words = [line.split("\t")[0] for line in handle.read().splitlines()]
     texts = words + AWKWARD_LINES + ["", "🙂🙂🙂", "\u00e9t\u00e9", "zebra\u200b", "a" * manifest["max_source_length"]]
-    settings = [SearchSetting(1, 1, 1.0, 1.5, 5), SearchSetting(5, 5, 0.6, 1.2, 10), SearchSetting(2, 1, 0.0, 0.7, 0)]
+    settings = [SearchSettings(1, 1, 1.0, 1.5, 5), SearchSettings(5, 5, 0.6, 1.2, 10), SearchSettings(2, 1, 0.0, 0.7, 0)]
     report = compare_text(bundle_dir, manifest["tokenizers"]["source"], manifest["tokenizers"]["target"],
                           manifest["max_source_length"], texts, settings)
     _assert_identical(report)
@@ -196,6 +197,6 @@ def test_a_sentencepiece_text_graph_equals_the_tokenizers_around_the_id_graph(tm
     bundle = _random_bundle(tmp_path, attention=True, vocabulary=200, scale=0.5)
     write_text_translator(bundle, "source.spm.model", "target.spm.model", 12)
     texts = lines[:40] + AWKWARD_LINES + ["ñandú 🙂", "  two  spaces  "]
-    settings = [SearchSetting(1, 1, 1.0, 1.5, 5), SearchSetting(4, 4, 0.6, 1.2, 6)]
+    settings = [SearchSettings(1, 1, 1.0, 1.5, 5), SearchSettings(4, 4, 0.6, 1.2, 6)]
     # In a process without TensorFlow: onnxruntime-extensions' library crashes one with it.
     _assert_identical(compare_text_apart(bundle, "source.spm.model", "target.spm.model", 12, texts, settings))

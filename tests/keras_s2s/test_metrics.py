@@ -1,7 +1,7 @@
 import pytest
 
 from keras_s2s.data.readers import Pair
-from keras_s2s.evaluation import bleu_scores, edit_distance, g2p_scores, inputs_to_decode, score_outputs
+from keras_s2s.scores import bleu_scores, edit_distance, g2p_scores, inputs_to_decode, score_outputs
 
 
 def test_edit_distance():

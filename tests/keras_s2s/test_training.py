@@ -17,7 +17,7 @@ from keras_s2s.cli import main
 from keras_s2s.config import Config
 from keras_s2s.data.readers import read_tsv
 from keras_s2s.data.tokenizers import load_tokenizers
-from keras_s2s.evaluation import KerasTranslator, load_run
+from keras_s2s.decoder import KerasTranslator, load_run
 from keras_s2s.training import (FitScheduleToBudget, PaperSchedule, PlannedCosineDecay, TimeBudget,
                                 learning_rate_schedule, train)
 
@@ -97,9 +97,9 @@ def test_learns_to_reverse_toy_sequences_perfectly(tmp_path):
     translator = KerasTranslator(summary["model"], run_config,
                                  *load_tokenizers(str(tmp_path / "run"), run_config.tokenizer))
     pairs = read_tsv(str(tmp_path / "run" / "data" / "test.tsv"))
-    outputs = translator.translate([p.source for p in pairs], beam_size=1)
+    outputs = translator.translate_best([p.source for p in pairs], beam_size=1)
     assert outputs == [p.target for p in pairs]
-    beam_outputs = translator.translate([p.source for p in pairs], beam_size=4)
+    beam_outputs = translator.translate_best([p.source for p in pairs], beam_size=4)
     assert beam_outputs == outputs
     # Its attention maps: output token t of a reversed word looks at source letter n - 1 - t,
     # in reading order (the model reads the source reversed; the map puts it back).

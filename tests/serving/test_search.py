@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from serving.search import Ensemble, beam_search, greedy_search, max_output_lengths, search
+from serving.ensemble import Ensemble
+from serving.search import beam_search, greedy_search, max_output_lengths, search
 
 BOS, EOS, VOCAB = 2, 3, 12
 

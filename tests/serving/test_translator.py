@@ -112,12 +112,11 @@ def test_an_ensemble_of_a_bundle_with_itself_translates_as_the_bundle(translator
 
 def _replay(member, source_ids, tokens):
     """A member's summed log-probability of `tokens` for one source, one step at a time."""
-    import numpy as np
 
     from serving.search import pad_sources
 
     ids, lengths = pad_sources([source_ids], reverse=member.reverse_source)
-    state = member._encode(ids, lengths)
+    state = member.encode(ids, lengths)
     total, previous = 0.0, member.special_ids["bos"]
     for token in tokens:
         log_probs, updates = member.decoder_step(np.array([previous], np.int32), state)
@@ -130,7 +129,6 @@ def test_ensemble_hypotheses_score_the_mean_of_their_members(translator, tiny_bu
     # The second member is the bundle with a fixed per-token bias on its log-probabilities:
     # a model that disagrees with the first. (INT8 would be a real second model, but its
     # dynamic quantization depends on the batch, so one-row replays would not match.)
-    import numpy as np
 
     from serving.translator import EnsembleTranslator
 
@@ -195,7 +193,7 @@ def test_cli_ensemble_translates_every_line_in_order(tiny_bundle, tmp_path, caps
 def test_step_work_per_row_from_the_manifest_matches_the_graph(tiny_bundle):
     _, bundle, _, manifest = tiny_bundle
     from bench.decode import weight_flops_per_row
-    from serving.translator import step_mflop_per_row
+    from serving.sessions import step_mflop_per_row
 
     # Counted from the graph's weights (LSTM W and R, the MatMul weights).
     expected, _ = weight_flops_per_row(os.path.join(bundle, manifest["models"]["float32"]["decoder_step"]))

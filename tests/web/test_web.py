@@ -13,7 +13,8 @@ import pytest
 
 from bench.common import demo_page
 from serving.tokenizers import load_vocabulary
-from serving.translator import Translator, TranslatorGraphSession, _open_session
+from serving.sessions import TranslatorGraphSession, open_session
+from serving.translator import Translator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WEB = os.path.join(ROOT, "web")
@@ -44,7 +45,7 @@ def fixture(tiny_bundle, tmp_path_factory):
 def _python_outputs(bundle, manifest, sources):
     """What Python's onnxruntime gives on the same files and inputs."""
     graph = TranslatorGraphSession(os.path.join(bundle, "translator.onnx"), ["CPUExecutionProvider"], 1)
-    text = _open_session(os.path.join(bundle, "translator.text.onnx"), ["CPUExecutionProvider"], 1)
+    text = open_session(os.path.join(bundle, "translator.text.onnx"), ["CPUExecutionProvider"], 1)
     out = {"text": [], "ids": []}
     for setting in SETTINGS:
         options = dict(beam_size=setting["beamSize"], n_best=setting["nBest"],

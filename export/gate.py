@@ -1,0 +1,167 @@
+"""The export's quality gate, on real dev sentences of the run; a bundle that fails any
+part is refused (`GateError`).
+
+  (a) teacher-forced `log_probs`: largest absolute difference between Keras and
+      onnxruntime (float32 must be <= `max_log_prob_diff`);
+  (b) greedy and beam outputs of the Keras inference models and of the ONNX graphs,
+      driven by the same `serving.search`, identical on every sentence;
+  (c) INT8: the score change against float32 and the share of identical outputs; the
+      export fails when INT8 loses more than `max_int8_loss`;
+  (d) `translator.onnx` (and `translator.int8.onnx`): the graph's search against the numpy
+      search over the same precision's step graphs, greedy and at the bundle's beam with
+      its whole n-best list: identical token ids, order and finished flags on every
+      sentence, scores within 1e-5;
+  (e) `translator.text.onnx` (checked by `export.bundle`, which writes it): against the
+      tokenizers around `translator.onnx`, on the dev sentences and on awkward lines.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import random
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from export.checks import ExportError, GateError
+from export.translator_export import check_engines_agree, compare_engines, gate_settings, gate_summary
+from keras_s2s.config import BOS_ID, EOS_ID
+from serving.decoding import SearchSettings, StepEngine
+from serving.search import in_length_batches, pad_sources
+from serving.sessions import DecoderStepSession, EncoderSession, onnx_step_engine
+
+if TYPE_CHECKING:
+    from export.bundle import ExportOptions
+
+
+def progress(message: str) -> None:
+    print(f"[s2s-export] {message}", file=sys.stderr, flush=True)
+
+
+def _best_ids(engine: StepEngine, sources, decode, beam_size: int, batch_size: int = 64) -> list[list[int]]:
+    """The best hypothesis' token ids of each source, in order."""
+    settings = SearchSettings(beam_size, 1, decode.length_penalty, decode.max_length_a, decode.max_length_b)
+    found = in_length_batches(functools.partial(engine.search_batch, settings=settings), sources, batch_size)
+    return [hypotheses[0].token_ids for hypotheses in found]
+
+
+def teacher_forced_difference(model, config, encoder: EncoderSession, decoder: DecoderStepSession,
+                              sources, targets, batch_size: int = 64) -> float:
+    """Largest |log_prob| difference between the Keras training model and the ONNX step loop."""
+    import keras
+
+    worst = 0.0
+    for start in range(0, len(sources), batch_size):
+        batch_sources = sources[start : start + batch_size]
+        batch_targets = targets[start : start + batch_size]
+        ids, lengths = pad_sources(batch_sources, reverse=config.model.reverse_source)
+        inputs, _ = pad_sources([[BOS_ID] + list(t) for t in batch_targets], reverse=False)
+        logits = model({"source_ids": ids, "decoder_input_ids": inputs}, training=False)
+        expected = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits, axis=-1))
+        state = encoder.state(ids, lengths)
+        valid = np.array([len(t) + 1 for t in batch_targets])
+        for t in range(inputs.shape[1]):
+            log_probs, update = decoder(inputs[:, t], state)
+            state.update(update)
+            rows = valid > t
+            if rows.any():
+                worst = max(worst, float(np.abs(log_probs[rows] - expected[rows, t]).max()))
+    return worst
+
+
+def _score(kind, pairs_sources, hypotheses_text, references):
+    from keras_s2s.scores import bleu_scores, g2p_scores
+
+    if kind == "g2p":
+        values = g2p_scores(hypotheses_text, references)
+        return {"per": values["per"], "wer": values["wer"]}, values["per"]
+    values = bleu_scores(hypotheses_text, [r[0] for r in references])
+    return {"bleu": values["bleu"], "chrf": values["chrf"]}, -values["bleu"]
+
+
+def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, options: ExportOptions,
+             dev_pairs) -> dict:
+    """The quality gate over `dev_pairs`; raises `GateError` when (a), (b) or (c) fails."""
+    from keras_s2s.decoder import KerasTranslator
+    from keras_s2s.scores import metric_kind
+
+    kind = metric_kind(config)
+    references = collections.defaultdict(list)
+    for pair in dev_pairs:
+        references[pair.source].append(pair.target)
+    texts = list(references)
+    random.Random(config.training.seed).shuffle(texts)
+    texts = texts[: options.gate_sentences]
+    sources = [source_tokenizer.encode(text) for text in texts]
+    targets = [target_tokenizer.encode(references[text][0]) for text in texts]
+    refs = [references[text] for text in texts]
+    providers = ["CPUExecutionProvider"]
+    encoder = EncoderSession(os.path.join(work_dir, "encoder.onnx"), providers, None)
+    decoder = DecoderStepSession(os.path.join(work_dir, "decoder_step.onnx"), providers, None)
+    gate = {"sentences": len(texts), "metric": kind, "beam_size": options.beam_size}
+
+    progress(f"gate (a): teacher-forced log-probs on {len(texts)} dev sentences")
+    gate["max_abs_log_prob_diff"] = teacher_forced_difference(
+        model, config, encoder, decoder, sources, targets
+    )
+    if gate["max_abs_log_prob_diff"] > options.max_log_prob_diff:
+        raise GateError(
+            f"gate (a): log-probs differ by {gate['max_abs_log_prob_diff']:.2e} "
+            f"> {options.max_log_prob_diff:.0e} between Keras and onnxruntime"
+        )
+    keras_engine = KerasTranslator(model, config, source_tokenizer, target_tokenizer).step_engine
+    reverse = config.model.reverse_source
+    # Full log-probabilities from the step graph, as from Keras: the same numpy selection.
+    onnx_engine = onnx_step_engine(encoder, decoder, bos_id=BOS_ID, eos_id=EOS_ID, reverse_source=reverse, top_k=False)
+    onnx_outputs = {}
+    for beam in (1, options.beam_size):
+        progress(f"gate (b): {'greedy' if beam == 1 else f'beam {beam}'} search, Keras vs onnxruntime")
+        keras_outputs = _best_ids(keras_engine, sources, config.decode, beam)
+        onnx_outputs[beam] = _best_ids(onnx_engine, sources, config.decode, beam)
+        same = sum(a == b for a, b in zip(keras_outputs, onnx_outputs[beam]))
+        gate[f"identical_beam{beam}"] = same / max(len(texts), 1)
+        if same != len(texts):
+            first = next(i for i, (a, b) in enumerate(zip(keras_outputs, onnx_outputs[beam])) if a != b)
+            raise GateError(
+                f"gate (b): beam {beam}: {len(texts) - same} of {len(texts)} dev outputs differ between "
+                f"Keras and onnxruntime (first: {texts[first]!r})"
+            )
+    float_text = [target_tokenizer.decode(ids) for ids in onnx_outputs[options.beam_size]]
+    gate["float32"], float_loss = _score(kind, texts, float_text, refs)
+    if options.quantize == "int8":
+        progress(f"gate (c): INT8 beam {options.beam_size} against float32")
+        int8_encoder = EncoderSession(os.path.join(work_dir, "encoder.int8.onnx"), providers, None)
+        int8_decoder = DecoderStepSession(os.path.join(work_dir, "decoder_step.int8.onnx"), providers, None)
+        int8_engine = onnx_step_engine(int8_encoder, int8_decoder, bos_id=BOS_ID, eos_id=EOS_ID,
+                                       reverse_source=reverse, top_k=False)
+        int8_outputs = _best_ids(int8_engine, sources, config.decode, options.beam_size)
+        int8_text = [target_tokenizer.decode(ids) for ids in int8_outputs]
+        gate["int8"], int8_loss = _score(kind, texts, int8_text, refs)
+        gate["int8_identical_share"] = sum(a == b for a, b in zip(int8_outputs, onnx_outputs[options.beam_size])) / max(len(texts), 1)
+        gate["int8_loss"] = int8_loss - float_loss
+        if gate["int8_loss"] > options.max_int8_loss:
+            raise GateError(
+                f"gate (c): INT8 loses {gate['int8_loss']:.2f} {'PER' if kind == 'g2p' else 'BLEU'} points "
+                f"(limit {options.max_int8_loss})"
+            )
+    gate["translator"] = {}
+    for variant, suffix in (("float32", ""), ("int8", ".int8")):
+        if variant == "int8" and options.quantize != "int8":
+            continue
+        progress(f"gate (d): translator{suffix}.onnx against the numpy search over the {variant} step graphs")
+        report = compare_engines(work_dir, suffix, sources, gate_settings(config.decode), reverse_source=reverse,
+                                 bos_id=BOS_ID, eos_id=EOS_ID)
+        gate["translator"][variant] = gate_summary(report)
+        refuse_differences(report, f"gate (d): translator{suffix}.onnx", texts)
+    return gate
+
+
+def refuse_differences(report, name: str, texts) -> None:
+    try:
+        check_engines_agree(report, name, texts)
+    except ExportError as error:
+        raise GateError(str(error)) from None
+
