@@ -199,6 +199,116 @@ def greedy_search(
     return results
 
 
+@dataclasses.dataclass
+class _Candidates:
+    """The best `2 x beam` extensions of each live sentence, best first, one row per sentence."""
+
+    scores: np.ndarray  # summed log-probabilities, float32 (live, width)
+    words: np.ndarray  # the token that extends the parent (live, width)
+    parents: np.ndarray  # the parent's beam within its sentence (live, width)
+    is_eos: np.ndarray  # whether the token is eos (live, width)
+    any_ended: bool  # whether any of the best `beam` candidates of a sentence is eos
+
+
+def _select(scores: np.ndarray, log_probs, beam: int, eos_id: int) -> _Candidates:
+    """The best `2 x beam` extensions of each sentence among its beams' candidates: they
+    are among the best `2 x beam` tokens of each beam, so select per row first, then over
+    `beam x k`."""
+    values, ids = top_per_row(log_probs, 2 * beam)
+    k = values.shape[1]
+    live = len(scores)
+    candidates = (scores.reshape(-1, 1) + values).reshape(live, beam * k)
+    top = np.argsort(-candidates, axis=1, kind="stable")[:, : min(2 * beam, beam * k)]
+    flat = top + np.arange(0, live * beam * k, beam * k)[:, None]
+    words = ids.reshape(-1)[flat]
+    is_eos = words == eos_id
+    return _Candidates(candidates.reshape(-1)[flat], words, top // k, is_eos, bool(is_eos[:, :beam].any()))
+
+
+def _continuing(candidates: _Candidates, beam: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best `beam` candidates that do not end become the new beams, best first.
+
+    Returns:
+        `(parents (live, beam), words (live * beam,), scores (live, beam))`.
+    """
+    c = candidates
+    if not c.any_ended:
+        return c.parents[:, :beam], c.words[:, :beam].reshape(-1), c.scores[:, :beam]
+    live, width = c.scores.shape
+    keep = np.argsort(c.is_eos, axis=1, kind="stable")[:, :beam]
+    keep_flat = (keep + np.arange(0, live * width, width)[:, None]).reshape(-1)
+    return (c.parents.reshape(-1)[keep_flat].reshape(live, beam), c.words.reshape(-1)[keep_flat],
+            c.scores.reshape(-1)[keep_flat].reshape(live, beam))
+
+
+class _Finished:
+    """Every sentence's finished hypotheses, and what stopping needs to know of them: how
+    many ended with eos, and the `n_best`-th best score among those (-inf while fewer)."""
+
+    def __init__(self, batch: int, n_best: int, length_penalty: float):
+        self.lists: list[list[Hypothesis]] = [[] for _ in range(batch)]
+        self.count = np.zeros(batch, dtype=np.int64)
+        self.nth_score = np.full(batch, -np.inf)
+        self.n_best, self.length_penalty = n_best, length_penalty
+
+    def ended(self, sentence: int, token_ids: list[int], log_prob, length: int) -> None:
+        """A hypothesis that ended with eos (`length` counts the eos)."""
+        found = self.lists[sentence]
+        found.append(Hypothesis(token_ids, _normalise(log_prob, length, self.length_penalty), float(log_prob)))
+        self.count[sentence] = len(found)
+        if len(found) >= self.n_best:
+            self.nth_score[sentence] = sorted((h.score for h in found), reverse=True)[self.n_best - 1]
+
+    def cut(self, sentence: int, token_ids: list[int], log_prob, length: int) -> None:
+        """A live beam of a sentence at its length limit (which is done then)."""
+        self.lists[sentence].append(Hypothesis(token_ids, _normalise(log_prob, length, self.length_penalty),
+                                               float(log_prob), finished=False))
+
+    def best(self) -> list[list[Hypothesis]]:
+        return [sorted(found, key=lambda h: h.score, reverse=True)[: self.n_best] for found in self.lists]
+
+
+def _finish_ended(finished: _Finished, candidates: _Candidates, beam: int, sentences, history, length: int) -> bool:
+    """Sets aside the hypotheses that end with eos among each sentence's best `beam`
+    candidates; returns whether there were any."""
+    if not candidates.any_ended:
+        return False
+    eos_rows, eos_ranks = np.nonzero(candidates.is_eos[:, :beam])
+    any_ended = False
+    for row, rank in zip(eos_rows.tolist(), eos_ranks.tolist()):
+        value = candidates.scores[row, rank]
+        if np.isfinite(value):
+            parent = row * beam + candidates.parents[row, rank]
+            finished.ended(sentences[row], history[parent, : length - 1].tolist(), value, length)
+            any_ended = True
+    return any_ended
+
+
+def _finish_at_limit(finished: _Finished, at_limit, sentences, beam: int, parents, words, scores, history,
+                     length: int) -> None:
+    """The live beams of the sentences at their length limit finish, unfinished."""
+    for row in np.flatnonzero(at_limit).tolist():
+        for b in range(beam):
+            if np.isfinite(scores[row, b]):
+                parent = row * beam + parents[row, b]
+                tokens = history[parent, : length - 1].tolist() + [int(words[row * beam + b])]
+                finished.cut(sentences[row], tokens, scores[row, b], length)
+
+
+def _early_stop(done, finished: _Finished, sentences, scores, beam: int, limit_divisor):
+    """Done sentences: those with `beam` hypotheses that ended, and those where no live beam
+    can still beat the `n_best`-th finished one: a beam's score cannot rise, and the
+    longest length divides it most."""
+    counts = finished.count[sentences]
+    full = counts >= beam
+    done = full if done is None else done | full
+    undecided = ~done & (counts >= finished.n_best)
+    if undecided.any():
+        bound = scores.max(axis=1).astype(np.float64) / limit_divisor[sentences]
+        done |= undecided & (bound <= finished.nth_score[sentences])
+    return done
+
+
 def beam_search(
     step: StepFunction,
     state: dict,
@@ -213,14 +323,15 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Batched left-to-right beam search over `batch x beam` rows.
 
-    Each step scores every extension of every live beam, keeps the best
-    `beam_size` that do not end, and sets aside those that end with eos
-    among the best `beam_size` candidates. A sentence is done when it has
-    `beam_size` finished hypotheses, when no live beam can still beat its
-    `n_best`-th finished one, or at its length limit; done sentences leave
-    the batch. The per-step bookkeeping is vectorised over sentences; states
-    follow their parent beam with one `np.take` per entry, and the entries
-    that are constant per sentence only move when sentences leave.
+    Each step scores every extension of every live beam (`_select`), sets aside those that
+    end with eos among the best `beam_size` candidates (`_finish_ended`), and keeps the best
+    `beam_size` that do not end (`_continuing`). A sentence is done at its length limit
+    (`_finish_at_limit`), when it has `beam_size` finished hypotheses, or when no live beam
+    can still beat its `n_best`-th finished one (`_early_stop`); done sentences leave the
+    batch. The per-step work is a fixed handful of array operations on flat indices (at
+    batch 1 the search's cost per step is its number of numpy calls, not their size);
+    states follow their parent beam with one `np.take` per entry, and the entries that are
+    constant per sentence only move when sentences leave.
 
     Args:
         step: the step function (see the module docstring).
@@ -243,9 +354,7 @@ def beam_search(
     max_lengths = np.asarray(max_lengths, dtype=np.int64)
     batch = len(max_lengths)
     # Every sentence gets `beam` identical rows: (batch * beam, ...).
-    state = {
-        key: np.repeat(value, beam, axis=batch_axes.get(key, 0)) for key, value in state.items()
-    }
+    state = {key: np.repeat(value, beam, axis=batch_axes.get(key, 0)) for key, value in state.items()}
     owned = set(state)
     sentences = np.arange(batch)  # original index of each live sentence
     scores = np.full((batch, beam), -np.inf, dtype=np.float32)
@@ -253,124 +362,48 @@ def beam_search(
     # The tokens of each live beam so far, one row per beam: (live * beam, longest limit).
     history = np.zeros((batch * beam, int(max_lengths.max()) if batch else 0), dtype=np.int32)
     tokens = np.full(batch * beam, bos_id, dtype=np.int32)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    finished_count = np.zeros(batch, dtype=np.int64)
-    # The n_best-th best finished score of each sentence (-inf while fewer).
-    nth_score = np.full(batch, -np.inf)
-    limit_divisor = (
-        max_lengths.astype(np.float64) ** length_penalty if length_penalty else np.ones(batch)
-    )
+    finished = _Finished(batch, n_best, length_penalty)
+    limit_divisor = max_lengths.astype(np.float64) ** length_penalty if length_penalty else np.ones(batch)
     shortest_limit = int(max_lengths.min()) if batch else 0
     any_finished = False  # whether a live sentence may have finished hypotheses
     dynamic_keys: list[str] | None = None
     length = 0
-    # The per-step work is a fixed handful of array operations on flat indices:
-    # at batch 1 the search's cost per step is its number of numpy calls, not
-    # their size. Rarely needed work (finishing hypotheses, dropping sentences,
-    # the early-stop bound) only runs on the steps that need it.
     while len(sentences):
-        live_count = len(sentences)
+        live = len(sentences)
         log_probs, updates = step(tokens, state)
         state.update(updates)
-        if dynamic_keys is None:
-            dynamic_keys = list(updates)
+        dynamic_keys = list(updates) if dynamic_keys is None else dynamic_keys
         length += 1
-        # The best 2 x beam extensions of a sentence are among the best 2 x beam
-        # tokens of each of its beams: select per row first, then over beam x k.
-        values, ids = top_per_row(log_probs, 2 * beam)
-        k = values.shape[1]
-        width = min(2 * beam, beam * k)
-        # (sentences, beam * k), one row per sentence.
-        candidates = (scores.reshape(-1, 1) + values).reshape(live_count, beam * k)
-        top = np.argsort(-candidates, axis=1, kind="stable")[:, :width]
-        flat = top + np.arange(0, live_count * beam * k, beam * k)[:, None]
-        top_scores = candidates.reshape(-1)[flat]
-        words = ids.reshape(-1)[flat]
-        parents = top // k
-        is_eos = words == eos_id
-        if is_eos[:, :beam].any():
-            # Hypotheses that end with eos among the best `beam` candidates.
-            eos_rows, eos_ranks = np.nonzero(is_eos[:, :beam])
-            for row, rank in zip(eos_rows.tolist(), eos_ranks.tolist()):
-                value = top_scores[row, rank]
-                if np.isfinite(value):
-                    sentence = sentences[row]
-                    found = finished[sentence]
-                    found.append(
-                        Hypothesis(
-                            history[row * beam + parents[row, rank], : length - 1].tolist(),
-                            _normalise(value, length, length_penalty),
-                            float(value),
-                        )
-                    )
-                    finished_count[sentence] = len(found)
-                    any_finished = True
-                    if len(found) >= n_best:
-                        nth_score[sentence] = sorted((h.score for h in found), reverse=True)[n_best - 1]
-            # The best `beam` candidates that do not end become the new beams.
-            keep = np.argsort(is_eos, axis=1, kind="stable")[:, :beam]
-            keep_flat = (keep + np.arange(0, live_count * width, width)[:, None]).reshape(-1)
-            new_parents = parents.reshape(-1)[keep_flat].reshape(live_count, beam)
-            new_words = words.reshape(-1)[keep_flat]
-            scores = top_scores.reshape(-1)[keep_flat].reshape(live_count, beam)
-        else:
-            new_parents = parents[:, :beam]
-            new_words = words[:, :beam].reshape(-1)
-            scores = top_scores[:, :beam]
+        candidates = _select(scores, log_probs, beam, eos_id)
+        any_finished |= _finish_ended(finished, candidates, beam, sentences, history, length)
+        parents, words, scores = _continuing(candidates, beam)
 
+        # Rarely needed work (finishing at the limit, the early-stop bound, dropping
+        # sentences) runs only on the steps that need it.
         done = None
         if length >= shortest_limit:
-            at_limit = length >= max_lengths[sentences]
-            done = at_limit.copy()
-            for row in np.flatnonzero(at_limit).tolist():
-                found = finished[sentences[row]]
-                for b in range(beam):
-                    if np.isfinite(scores[row, b]):
-                        parent = row * beam + new_parents[row, b]
-                        found.append(
-                            Hypothesis(
-                                history[parent, : length - 1].tolist() + [int(new_words[row * beam + b])],
-                                _normalise(scores[row, b], length, length_penalty),
-                                float(scores[row, b]),
-                                finished=False,
-                            )
-                        )
+            done = length >= max_lengths[sentences]
+            _finish_at_limit(finished, done, sentences, beam, parents, words, scores, history, length)
         if any_finished:
-            counts = finished_count[sentences]
-            finished_now = counts >= beam
-            done = finished_now if done is None else done | finished_now
-            undecided = ~done & (counts >= n_best)
-            if undecided.any():
-                # The best a live beam can still reach: its score cannot rise, and
-                # the longest length divides it most.
-                bound = scores.max(axis=1).astype(np.float64) / limit_divisor[sentences]
-                done |= undecided & (bound <= nth_score[sentences])
-
-        # Dynamic entries and the history follow their parent beam; done sentences leave.
+            done = _early_stop(done, finished, sentences, scores, beam, limit_divisor)
+        order = None
         if done is not None and done.any():
             static_keys = [key for key in state if key not in dynamic_keys]
             order = _drop_sentences(state, static_keys, done, beam, batch_axes, owned)
-            sentences, scores = sentences[order], scores[order]
-            new_parents = new_parents[order]
-            new_words = new_words.reshape(live_count, beam)[order].reshape(-1)
-            any_finished = bool(finished_count[sentences].any())
-            if len(sentences):
-                shortest_limit = int(max_lengths[sentences].min())
-        else:
-            order = None
-        starts = (order if order is not None else np.arange(live_count)) * beam
-        parent_rows = (new_parents + starts[:, None]).reshape(-1)
+            sentences, scores, parents = sentences[order], scores[order], parents[order]
+            words = words.reshape(live, beam)[order].reshape(-1)
+            any_finished = bool(finished.count[sentences].any())
+            shortest_limit = int(max_lengths[sentences].min()) if len(sentences) else 0
+
+        # The dynamic entries and the history follow their parent beam.
+        starts = (order if order is not None else np.arange(live)) * beam
+        parent_rows = (parents + starts[:, None]).reshape(-1)
         _take(state, dynamic_keys, parent_rows, batch_axes)
         history = history[parent_rows]
         if length <= history.shape[1]:
-            history[:, length - 1] = new_words
-        tokens = new_words
-
-    results = []
-    for found in finished:
-        ranked = sorted(found, key=lambda h: h.score, reverse=True)
-        results.append(ranked[:n_best])
-    return results
+            history[:, length - 1] = words
+        tokens = words
+    return finished.best()
 
 
 def search(
@@ -415,41 +448,3 @@ def in_length_batches(
         if progress is not None:
             progress(len(chunk))
     return results
-
-
-def decode_in_batches(
-    encode: Callable[[np.ndarray, np.ndarray], dict],
-    step: StepFunction,
-    sources: Sequence[Sequence[int]],
-    *,
-    reverse: bool,
-    max_length_a: float,
-    max_length_b: int,
-    batch_size: int = 32,
-    progress: Callable[[int], None] | None = None,
-    **options,
-) -> list[list[Hypothesis]]:
-    """Decodes id lists in batches of similar length; results come back in input order.
-
-    Args:
-        encode: `encode(source_ids, source_lengths) -> state` for one padded batch.
-        step: the step function.
-        sources: source id lists (not reversed).
-        reverse: bool. Feed the real source tokens reversed.
-        max_length_a: float. Output limit is `a * source_length + b`.
-        max_length_b: int. See `max_length_a`.
-        batch_size: int. Sentences per batch.
-        progress: called with the number of inputs done after each batch.
-        options: the search's keyword arguments (`bos_id`, `eos_id`, `beam_size`,
-            `n_best`, `length_penalty`, `batch_axes`).
-    """
-    def decode_batch(batch: list) -> list:
-        ids, lengths = pad_sources(batch, reverse=reverse)
-        return search(
-            step,
-            encode(ids, lengths),
-            max_lengths=max_output_lengths(lengths, max_length_a, max_length_b),
-            **options,
-        )
-
-    return in_length_batches(decode_batch, sources, batch_size, progress)
