@@ -16,16 +16,16 @@ Variants, timed one after the other in the same process:
   gets its weights in one buffer: no host-device synchronisation in the layers);
 - `keras_s2s, LSTM weights as separate tensors`: the same with each LSTM call's weights as
   separate tensors and the unmasked (decoder) layers in Keras' own cuDNN call, as before
-  `keras_s2s.models._torch_lstm._flat` (torch compacts them on every call, and waits);
+  `keras_s2s.torch_backend.lstm._flat` (torch compacts them on every call, and waits);
 - `keras_s2s, batches on the device`: the same with the batch handed over as device tensors,
   as the PyTorch reference has it (Keras otherwise copies each numpy array in the step);
 - `keras_s2s, wait-free step`: `keras_s2s` (numpy batches) with
-  `keras_s2s.torch_step.install(model)`: Keras' train step without its host-device waits
+  `keras_s2s.torch_backend.step.install(model)`: Keras' train step without its host-device waits
   (the batch's copy after the forward pass, loss tracker, clipping, SGD update, step count);
 - `keras_s2s, wait-free step, float32_logits false`: that, with the vocabulary projection
   in the compute dtype (below);
 - `keras_s2s, wait-free step, lean forward` (and with `float32_logits false`): the wait-free
-  step with its default forward pass, `keras_s2s.models.torch_forward` (the layers' `call`s
+  step with its default forward pass, `keras_s2s.torch_backend.forward` (the layers' `call`s
   without Keras' per-layer machinery; the two rows above keep Keras' `model(x)`);
 - `keras_s2s, packed encoder`: the same with the masked encoder run as packed sequences
   (its lengths on the host: a synchronisation per step, the first layer's);
@@ -98,56 +98,27 @@ def _shape(quick):
 
 
 class PathCounter:
-    """Counts LSTM layer calls by the path they took (fused packed, cuDNN, torch loop, Keras loop)."""
+    """Counts LSTM layer calls by the path they took: the fused ones of `keras_s2s.models.lstm`
+    (each layer counts its own) and Keras' own (cuDNN, torch loop, Keras loop; counted inside
+    `keras_s2s.upstream.counting_keras_lstm_paths`)."""
 
-    def __init__(self):
-        self.counts = {"packed": 0, "frozen": 0, "unmasked": 0, "cudnn": 0, "torch loop": 0, "keras loop": 0}
-        self._patches = []
+    def __init__(self, model, keras_counts):
+        self.model, self.keras_counts = model, keras_counts
+        self.reset()
 
-    def _wrap(self, module, name, key):
-        original = getattr(module, name, None)
-        if original is None:
-            return
+    def _ours(self):
+        from keras_s2s.models.lstm import fused_calls
 
-        def counted(*args, **kwargs):
-            result = original(*args, **kwargs)
-            # The fused paths may decline (return None) and leave the layer to Keras.
-            if result is not None or key not in ("packed", "frozen"):
-                self.counts[key] += 1
-            return result
-
-        setattr(module, name, counted)
-        self._patches.append((module, name, original))
-
-    def install(self):
-        import importlib
-
-        import keras.src.backend as backend
-
-        from keras_s2s.models import _torch_lstm
-
-        # The package's `rnn` attribute is the function of that name; the module is in sys.modules.
-        importlib.import_module("keras.src.backend.torch.rnn")
-        torch_rnn = sys.modules["keras.src.backend.torch.rnn"]
-
-        self._wrap(_torch_lstm, "packed_lstm", "packed")
-        self._wrap(_torch_lstm, "frozen_lstm", "frozen")
-        self._wrap(_torch_lstm, "unmasked_lstm", "unmasked")
-        self._wrap(torch_rnn, "_cudnn_lstm", "cudnn")
-        self._wrap(torch_rnn, "_fallback_lstm", "torch loop")
-        self._wrap(backend, "rnn", "keras loop")
-        return self
-
-    def uninstall(self):
-        for module, name, original in reversed(self._patches):
-            setattr(module, name, original)
-        self._patches = []
+        counts = fused_calls(self.model)
+        return {key: counts[key] for key in ("packed", "frozen", "unmasked")}
 
     def reset(self):
-        self.counts = dict.fromkeys(self.counts, 0)
+        self.start, self.keras_start = self._ours(), dict(self.keras_counts)
 
     def per_step(self, steps):
-        return {key: value / steps for key, value in self.counts.items() if value}
+        ours = {key: value - self.start[key] for key, value in self._ours().items()}
+        theirs = {key: value - self.keras_start.get(key, 0) for key, value in self.keras_counts.items()}
+        return {key: value / steps for key, value in {**ours, **theirs}.items() if value}
 
 
 def _sync():
@@ -246,44 +217,36 @@ def _data(config, batch, length):
     return source, decoder_in, target
 
 
-def time_keras(variant, shape, args):
-    import keras
+def variant_paths(variant: str, host_proxy: bool):
+    """The LSTM layers' `TorchPaths` of a variant (`--host-proxy`: the paths a GPU takes,
+    torch's fused LSTM for every layer and the frozen encoder, on this device)."""
+    import dataclasses
 
-    from keras_s2s.models import _torch_lstm
-    from keras_s2s.models.lstm import LSTM
+    from keras_s2s.models.lstm import TorchPaths
 
-    original_loop, original_method = LSTM.inner_loop, _torch_lstm.METHOD
-    original_flat, original_on_gpu = _torch_lstm._flat, _torch_lstm.on_gpu
-    if variant == "separate_weights":
-        _torch_lstm._flat = lambda weights: [w.contiguous() for w in weights]
-        _torch_lstm.on_gpu = lambda inputs: False  # the unmasked layers take Keras' cuDNN call
-        _torch_lstm.METHOD = "frozen"  # as "auto" picks on a GPU
-    if variant == "packed_source":
-        _torch_lstm.METHOD = "packed"
-    if variant == "stock_keras_lstm":
-        LSTM.inner_loop = keras.layers.LSTM.inner_loop
-    if variant == "no_source_mask":
+    base = TorchPaths(gpu=True, method="frozen") if host_proxy else TorchPaths()
+    return {
+        # Each call's weights as separate tensors; the unmasked layers in Keras' cuDNN call.
+        "separate_weights": TorchPaths(gpu=False, method="frozen", one_buffer=False),
+        "packed_source": dataclasses.replace(base, method="packed"),
+        "stock_keras_lstm": TorchPaths(fused=False),
         # Every row is full length here, so dropping the mask changes no result.
-        def unmasked(self, sequences, initial_state, mask, training=False):
-            return keras.layers.LSTM.inner_loop(self, sequences, initial_state, None, training=training)
+        "no_source_mask": TorchPaths(fused=False, use_mask=False),
+    }.get(variant, base)
 
-        LSTM.inner_loop = unmasked
-    try:
-        model, train = _keras_step(variant, shape, args)
-        counter = PathCounter().install()
-        steps = args.slow_steps if variant == "stock_keras_lstm" else args.steps
-        try:
-            step, times = _time(train, args.warmup, steps, counter)
-        finally:
-            counter.uninstall()
+
+def time_keras(variant, shape, args):
+    from keras_s2s.upstream import counting_keras_lstm_paths
+
+    model, train = _keras_step(variant, shape, args)
+    steps = args.slow_steps if variant == "stock_keras_lstm" else args.steps
+    with counting_keras_lstm_paths() as keras_counts:
+        counter = PathCounter(model, keras_counts)
+        step, times = _time(train, args.warmup, steps, counter)
         paths = counter.per_step(steps)
-        if args.profile and variant in ("keras_s2s", "wait_free_step", "lean_forward"):
-            _profile(train, args.profile, variant)
-        loss = float(train())
-    finally:
-        LSTM.inner_loop, _torch_lstm.METHOD = original_loop, original_method
-        _torch_lstm._flat, _torch_lstm.on_gpu = original_flat, original_on_gpu
-    del model
+    if args.profile and variant in ("keras_s2s", "wait_free_step", "lean_forward"):
+        _profile(train, args.profile, variant)
+    loss = float(train())
     return step, times, paths, loss
 
 
@@ -295,13 +258,15 @@ def _keras_step(variant, shape, args):
     from keras_s2s.config import ModelConfig
     from keras_s2s.losses import SequenceCrossEntropy
     from keras_s2s.models import build_seq2seq
+    from keras_s2s.models.lstm import configure_lstms
 
     keras.mixed_precision.set_global_policy("float32" if args.precision == "float32" else f"mixed_{args.precision}")
     config = ModelConfig(**dict(shape, float32_logits=not variant.endswith("bf16_logits")))
     model = build_seq2seq(config)
+    configure_lstms(model, torch_paths=variant_paths(variant, args.host_proxy))
     model.compile(optimizer=keras.optimizers.SGD(0.7, global_clipnorm=5.0), loss=SequenceCrossEntropy())
     if variant.startswith(("wait_free", "lean_forward")):
-        from keras_s2s import torch_step
+        from keras_s2s.torch_backend import step as torch_step
 
         lean = variant.startswith("lean_forward")
         assert torch_step.install(model, lean_forward=lean), "the SGD update should be the wait-free one"
@@ -430,12 +395,7 @@ def main(argv=None) -> int:
 
     shape = _shape(args.quick)
     if args.host_proxy:
-        from keras_s2s.models import _torch_lstm
-
         shape.update(hidden_dim=16, embedding_dim=16, source_vocabulary_size=64, target_vocabulary_size=64)
-        # The calls a GPU makes (torch's fused LSTM for every layer, the frozen encoder), on this device.
-        _torch_lstm.on_gpu = lambda inputs: True
-        _torch_lstm.METHOD = "frozen"
     words = 2 * args.batch * args.length
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     rows, failed = [], []

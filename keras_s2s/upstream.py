@@ -95,3 +95,34 @@ def reduce_per_replica():
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
     return tf_trainer.reduce_per_replica
+
+
+@contextlib.contextmanager
+def counting_keras_lstm_paths():
+    """Counts, inside the scope, the calls of Keras' own LSTM paths under the torch backend:
+    its cuDNN call (`cudnn`), torch's loop (`torch loop`) and its step loop (`keras loop`).
+    A benchmark's diagnostic (`bench/gpu_train_step.py`); yields the counts."""
+    import collections
+    import importlib
+
+    # The package's `rnn` attribute is the function of that name; the module is in sys.modules.
+    torch_rnn = importlib.import_module("keras.src.backend.torch.rnn")
+    counts = collections.Counter()
+    patches = []
+    for module, name, key in ((torch_rnn, "_cudnn_lstm", "cudnn"), (torch_rnn, "_fallback_lstm", "torch loop"),
+                              (private_backend, "rnn", "keras loop")):
+        original = getattr(module, name, None)
+        if original is None:
+            continue
+
+        def counted(*args, _original=original, _key=key, **kwargs):
+            counts[_key] += 1
+            return _original(*args, **kwargs)
+
+        setattr(module, name, counted)
+        patches.append((module, name, original))
+    try:
+        yield counts
+    finally:
+        for module, name, original in reversed(patches):
+            setattr(module, name, original)

@@ -1,7 +1,10 @@
-"""Shared test set-up: quiet TensorFlow, two logical CPUs, a tiny trained run."""
+"""Shared test set-up: quiet TensorFlow, two logical CPUs, a tiny trained run.
+
+`make test` runs pytest twice: once as it is (TensorFlow), once with `KERAS_BACKEND=torch`
+for `tests/torch_backend/` alone, without TensorFlow in the process.
+"""
 
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,17 +29,18 @@ def _split_cpu() -> None:
         pass  # Already initialised in this process.
 
 
-_split_cpu()
+TORCH = os.environ["KERAS_BACKEND"] == "torch"
+if TORCH:
+    sys.modules["tensorflow"] = None  # the torch backend's code must not need TensorFlow
+    import torch
 
-
-def run_under_torch(code: str) -> str:
-    """Runs `code` in a new Python process under `KERAS_BACKEND=torch`; returns its stdout.
-    The test fails, with the process's stderr, when it exits with an error."""
-    environment = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    # On a GPU (bench/gpu_checks.sh) the tolerances are for float32 products, not TF32's.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    collect_ignore_glob = [path for path in os.listdir(os.path.dirname(__file__)) if path != "torch_backend"]
+else:
+    collect_ignore_glob = ["torch_backend"]
+    _split_cpu()
 
 
 def tiny_config(**overrides):

@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import run_under_torch
 from keras_s2s.config import ModelConfig
 from keras_s2s.models import build_inference_models, build_seq2seq
 
@@ -80,32 +79,6 @@ def test_layers_have_stable_names_and_uniform_init():
 def test_missing_vocabulary_size_is_refused():
     with pytest.raises(ValueError, match="vocabulary_size"):
         build_seq2seq(ModelConfig())
-
-
-MODEL_CODE_WITHOUT_TENSORFLOW = """
-import sys
-sys.modules['tensorflow'] = None  # importing TensorFlow now fails
-import numpy as np, keras
-from keras_s2s.config import ModelConfig
-from keras_s2s.losses import SequenceCrossEntropy
-from keras_s2s.models import build_inference_models, build_seq2seq
-config = ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, attention='luong',
-                     bidirectional_encoder=True, source_vocabulary_size=20, target_vocabulary_size=20)
-model = build_seq2seq(config)
-build_inference_models(model)
-model.compile(optimizer=keras.optimizers.Adam(1e-2, global_clipnorm=5.0), loss=SequenceCrossEntropy())
-x = {'source_ids': np.array([[5, 6, 0], [7, 8, 9]], 'int32'),
-     'decoder_input_ids': np.array([[2, 5], [2, 6]], 'int32')}
-y = np.array([[5, 3], [6, 3]], 'int32')
-first = float(model.train_on_batch(x, y))
-for _ in range(15):
-    last = float(model.train_on_batch(x, y))
-print(keras.backend.backend(), first > last)
-"""
-
-
-def test_model_builds_and_trains_without_tensorflow():
-    assert run_under_torch(MODEL_CODE_WITHOUT_TENSORFLOW).split() == ["torch", "True"]
 
 
 @pytest.mark.parametrize("float32_logits", [True, False])

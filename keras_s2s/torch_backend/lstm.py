@@ -6,15 +6,15 @@ Keras' per-step loop:
   lengths must be on the host, a host-device synchronisation per mask on a GPU;
 - `frozen_lstm` runs the padded batch as it is and freezes the cell state on padded
   steps (see there): no synchronisation, the padding's share of extra work.
-`masked_lstm` takes `frozen_lstm` on a GPU and `packed_lstm` elsewhere (`METHOD`);
-`unmasked_lstm` runs a batch without a mask on a GPU.
+The layer takes `frozen_lstm` on a GPU and `packed_lstm` elsewhere (its `TorchPaths`
+say otherwise where a benchmark asks); `unmasked_lstm` runs a batch without a mask on a GPU.
 
 Every call hands torch the weights as views into one contiguous buffer (`_flat`), the
 layout cuDNN keeps them in. Keras' own cuDNN call passes separate tensors, which torch
 compacts into such a buffer on every call ("RNN module weights are not part of single
 contiguous chunk of memory"), and that compaction makes the host wait for the GPU once
-per layer call: 8 waits per training step of a 4-layer model, measured with
-`torch.cuda.set_sync_debug_mode` (`bench/gpu_train_step.py --profile`). What the masked
+per layer call (`torch.cuda.set_sync_debug_mode` lists them; `bench/gpu_train_step.py
+--profile`). What the masked
 calls derive from the mask (lengths, the right-padding check, the padding indicator) is
 computed once per mask tensor (`_facts`), not once per layer.
 
@@ -29,27 +29,12 @@ import keras
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-# How often `packed_lstm` ran fused and how often it left the layer to Keras (the tests read it).
-CALLS = {"packed": 0, "frozen": 0, "unmasked": 0, "declined": 0}
-
-# "auto": `frozen_lstm` for CUDA tensors, `packed_lstm` otherwise; or "packed", "frozen".
-METHOD = "auto"
-
 # Added on padded steps to the input gate's pre-activation (minus) and the forget gate's (plus).
 _FREEZE = 1e4
 
 
 def on_gpu(inputs) -> bool:
     return torch.as_tensor(inputs).is_cuda
-
-
-def masked_lstm(inputs, initial_h, initial_c, mask, **weights_and_options):
-    """Runs a masked LSTM layer fused, by `METHOD`; `None` where the caller must take Keras' loop."""
-    method = METHOD
-    if method == "auto":
-        method = "frozen" if on_gpu(inputs) else "packed"
-    run = frozen_lstm if method == "frozen" else packed_lstm
-    return run(inputs, initial_h, initial_c, mask, **weights_and_options)
 
 
 def _flat(weights):
@@ -68,7 +53,7 @@ def _flat(weights):
     return views
 
 
-def _fused(data, h0, c0, weight_ih, recurrent_kernel, bias, batch_sizes=None):
+def _fused(data, h0, c0, weight_ih, recurrent_kernel, bias, batch_sizes=None, one_buffer=True):
     """One LSTM layer in torch's fused op (cuDNN on a GPU), with Keras' variables as its
     weights so gradients reach them.
 
@@ -78,14 +63,16 @@ def _fused(data, h0, c0, weight_ih, recurrent_kernel, bias, batch_sizes=None):
         weight_ih: `(features, 4 * units)` in the compute dtype (Keras' kernel, gates
             i, f, c, o: torch's order too).
         recurrent_kernel, bias: Keras' other two weights.
+        one_buffer: the weights as views into one buffer (`_flat`), else separate tensors.
 
     Returns:
         torch's `(outputs, h_n, c_n)`, the states with a leading layer axis.
     """
     dtype = weight_ih.dtype
     bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
-    weights = _flat([weight_ih.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
-                     torch.zeros_like(bias_ih)])
+    weights = [weight_ih.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
+               torch.zeros_like(bias_ih)]
+    weights = _flat(weights) if one_buffer else [w.contiguous() for w in weights]
     hx = (h0.unsqueeze(0), c0.unsqueeze(0))
     # has_biases, num_layers, dropout, train, bidirectional
     flags = (True, 1, 0.0, torch.is_grad_enabled(), False)
@@ -94,7 +81,7 @@ def _fused(data, h0, c0, weight_ih, recurrent_kernel, bias, batch_sizes=None):
     return torch._VF.lstm(data, batch_sizes, hx, weights, *flags)
 
 
-def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, return_sequences):
+def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, return_sequences, one_buffer=True):
     """One LSTM layer without a mask in one fused call, as Keras' torch `lstm` runs it.
 
     Arguments as `packed_lstm`'s, without the mask. Returns `(last_output, outputs,
@@ -103,8 +90,8 @@ def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, 
     kernel = keras.ops.convert_to_tensor(kernel)
     dtype = kernel.dtype
     outputs, h_n, c_n = _fused(torch.as_tensor(inputs).to(dtype), torch.as_tensor(initial_h).to(dtype),
-                               torch.as_tensor(initial_c).to(dtype), kernel, recurrent_kernel, bias)
-    CALLS["unmasked"] += 1
+                               torch.as_tensor(initial_c).to(dtype), kernel, recurrent_kernel, bias,
+                               one_buffer=one_buffer)
     last_output = outputs[:, -1]
     if not return_sequences:
         outputs = last_output.unsqueeze(1)
@@ -157,7 +144,7 @@ def _masked_inputs(inputs, mask, kernel):
 
 
 def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
-                zero_output_for_mask=False):
+                zero_output_for_mask=False, one_buffer=True):
     """Runs one LSTM layer over a right-padded masked batch as a packed sequence.
 
     Args:
@@ -169,6 +156,7 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
         return_sequences: whether to return every step's output.
         zero_output_for_mask: padded steps' outputs are zeros when true, else
             the last real step's output (Keras' loop does the same).
+        one_buffer: as `_fused`'s.
 
     Returns:
         `(last_output, outputs, [h, c])` as `keras.layers.LSTM.inner_loop`
@@ -182,17 +170,16 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     host = facts.derived("host", lambda: torch.cat([lengths, facts.holes.to(lengths.dtype).reshape(1)]).cpu())
     lengths_host, holes = host[:-1], bool(host[-1])
     if holes or batch == 0 or int(lengths_host.min()) == 0:
-        CALLS["declined"] += 1
         return None
     packed = pack_padded_sequence(inputs, lengths_host, batch_first=True, enforce_sorted=False)
     order = packed.sorted_indices
     h0 = torch.as_tensor(initial_h).to(dtype).index_select(0, order)
     c0 = torch.as_tensor(initial_c).to(dtype).index_select(0, order)
-    data, h_n, c_n = _fused(packed.data, h0, c0, kernel, recurrent_kernel, bias, batch_sizes=packed.batch_sizes)
+    data, h_n, c_n = _fused(packed.data, h0, c0, kernel, recurrent_kernel, bias, batch_sizes=packed.batch_sizes,
+                            one_buffer=one_buffer)
     restore = packed.unsorted_indices
     h_n = h_n[0].index_select(0, restore)
     c_n = c_n[0].index_select(0, restore)
-    CALLS["packed"] += 1
     if return_sequences:
         outputs, _ = pad_packed_sequence(
             PackedSequence(data, packed.batch_sizes, order, restore), batch_first=True, total_length=time
@@ -215,7 +202,7 @@ def _freeze_rows(count: int, units: int, dtype, device) -> torch.Tensor:
 
 
 def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
-                zero_output_for_mask=False):
+                zero_output_for_mask=False, one_buffer=True):
     """Runs one LSTM layer over a right-padded masked batch without packing it.
 
     The batch runs padded through one fused call with one more input feature, 1 on
@@ -238,7 +225,6 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     if mask.is_cuda:
         facts.derived("checked", lambda: torch._assert_async(~facts.holes))
     elif facts.derived("holes", lambda: bool(facts.holes)):
-        CALLS["declined"] += 1
         return None
     recurrent_kernel = keras.ops.convert_to_tensor(recurrent_kernel).to(dtype)
     units = recurrent_kernel.shape[0]
@@ -250,8 +236,7 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
         (~mask).to(dtype).unsqueeze(-1), (0, extra - 1)))
     data = torch.cat([inputs, indicator], dim=-1)
     weight_ih = torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)])
-    outputs, _, c_n = _fused(data, initial_h, initial_c, weight_ih, recurrent_kernel, bias)
-    CALLS["frozen"] += 1
+    outputs, _, c_n = _fused(data, initial_h, initial_c, weight_ih, recurrent_kernel, bias, one_buffer=one_buffer)
     empty, rows, last = facts.derived("last", lambda: (
         (lengths == 0)[:, None], torch.arange(batch, device=mask.device), (lengths - 1).clamp(min=0)))
     last_real = outputs[rows, last]

@@ -19,15 +19,13 @@ tensor. Any other optimizer, or an option the fast update does not cover
 keeps Keras' own `optimizer.apply` for the update. What still waits: the step's
 start (the batch's copy, Keras' mask of the embeddings) and whoever reads the loss.
 
-The forward pass is `keras_s2s.models.torch_forward.forward` for a `build_seq2seq`
+The forward pass is `keras_s2s.torch_backend.forward.forward` for a `build_seq2seq`
 model (its layers' `call`s without Keras' per-layer machinery, same results): where the
-step is bound by the host's Python time, that is most of what Keras adds (1.55-1.65x less host
-time per step on a CPU proxy of the paper shape, BENCHMARKS.md).
+step is bound by the host's Python time, that is most of what Keras adds.
 
-The waits' removal pays where the GPU's queue is long at those points. For the paper shape on an
-H200 the step is mostly bound by the host's Python time: 1.075-1.086x at batch 128
-and 1.035-1.039x at batch 256, timed in turns with Keras' step (two runs) (`bench/gpu_train_step.py
---interleave`, BENCHMARKS.md).
+The waits' removal pays where the GPU's queue is long at those points; where the step is
+bound by the host's Python time, the lean forward pass pays more (BENCHMARKS.md, GPU
+section; `bench/gpu_train_step.py --interleave` times them in turns with Keras' step).
 
 Imported only under `KERAS_BACKEND=torch`.
 """
@@ -61,19 +59,19 @@ def install(model, lean_forward: bool = True) -> bool:
     """Gives a compiled `model` the wait-free `train_step`; returns whether the update is the fast one.
 
     With `lean_forward` (the default), a `build_seq2seq` model's forward pass runs as
-    `keras_s2s.models.torch_forward.forward` (its layers' `call`s without Keras' per-layer
+    `keras_s2s.torch_backend.forward.forward` (its layers' `call`s without Keras' per-layer
     machinery, same results); other models, or `lean_forward=False`, run `model(x)`.
     Idempotent; a model compiled again must be installed again (Keras builds a new
     train function on `compile`).
     """
     if keras.backend.backend() != "torch":
-        raise RuntimeError("keras_s2s.torch_step runs under KERAS_BACKEND=torch only")
-    from keras_s2s.models import torch_forward
+        raise RuntimeError("keras_s2s.torch_backend.step runs under KERAS_BACKEND=torch only")
+    from keras_s2s.torch_backend import forward as lean
 
     fast = fast_update(model.optimizer) and not any(v.constraint for v in model.trainable_weights)
     forward = None
-    if lean_forward and torch_forward.supported(model):
-        forward = functools.partial(torch_forward.forward, model)
+    if lean_forward and lean.supported(model):
+        forward = functools.partial(lean.forward, model)
     model.train_step = functools.partial(train_step, model, fast, forward)
     model.train_function = None
     return fast
