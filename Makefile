@@ -55,8 +55,13 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
 	else echo "make test: missing Debian packages; the page and Bible tests need: sudo apt-get install $(SYSTEM_PACKAGES)"; fi
 
+# Lint and format checks, the suite on TensorFlow, then the torch backend's tests in a
+# process of their own (KERAS_BACKEND=torch, no TensorFlow).
 test: setup-dev setup-web system-packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q tests
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m torch_backend tests/torch_backend
 
 # Two g2p_best members with different seeds, side by side with one thread each (on 2 cores
 # that trains 1.13x the tokens/s of one run on both), then both decoded as one model on test.

@@ -33,8 +33,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import ROOT, git_commit, machine, median, percentile, table, write_result  # noqa: E402
 
 CACHE = os.path.join(ROOT, "bench", ".cache")
-PAPER = dict(num_layers=4, hidden_dim=1000, embedding_dim=1000, attention="none", reverse_source=True,
-             source_vocabulary_size=32000, target_vocabulary_size=32000, dropout=0.0)
+PAPER = dict(
+    num_layers=4,
+    hidden_dim=1000,
+    embedding_dim=1000,
+    attention="none",
+    reverse_source=True,
+    source_vocabulary_size=32000,
+    target_vocabulary_size=32000,
+    dropout=0.0,
+)
 
 
 # --- Worker side: one thread count ----------------------------------------------------
@@ -128,9 +136,12 @@ def _plain_matmul_rate(flops_per_row: float, rows: int, threads: int, hidden: in
     n = max(1, int(flops_per_row / 2 / k))
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "B")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["A", "B"], ["C"])], "plain",
+        [helper.make_node("MatMul", ["A", "B"], ["C"])],
+        "plain",
         [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, k])],
-        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [None, n])], [weight])
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [None, n])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -206,9 +217,18 @@ def _thread_rows(name, threads, directory, model_config, row_counts, rounds=9, c
                         session(tokens, state, top_k=10)
                     times[key].append((time.perf_counter() - start) / calls)
             every_ms, one_ms = 1000 * median(times["every"]), 1000 * median(times["one"])
-            out.append({"model": name, "threads": threads, "variant": variant, "rows": rows,
-                        "MFLOP/call": flops_per_row * rows / 1e6, "ms, all threads": every_ms,
-                        "ms on 1 thread": one_ms, "1 thread speed-up": every_ms / one_ms})
+            out.append(
+                {
+                    "model": name,
+                    "threads": threads,
+                    "variant": variant,
+                    "rows": rows,
+                    "MFLOP/call": flops_per_row * rows / 1e6,
+                    "ms, all threads": every_ms,
+                    "ms on 1 thread": one_ms,
+                    "1 thread speed-up": every_ms / one_ms,
+                }
+            )
     return out
 
 
@@ -227,11 +247,18 @@ def _one_thread_latency(name, threads, engine, translator, sources, beam=5) -> d
             times[rows].append(time.perf_counter() - start)
     step.one_thread_rows = threshold
     on, off = (percentile(times[key], 50) * 1000 for key in (threshold, 0))
-    return {"model": name, "threads": threads, "engine": engine, "search": f"beam {beam}",
-            "one-thread below rows": threshold, "p50 ms, one-thread small steps": on,
-            "p90 ms, one-thread small steps": percentile(times[threshold], 90) * 1000,
-            "p50 ms, all threads": off, "p90 ms, all threads": percentile(times[0], 90) * 1000,
-            "speed-up p50": off / on}
+    return {
+        "model": name,
+        "threads": threads,
+        "engine": engine,
+        "search": f"beam {beam}",
+        "one-thread below rows": threshold,
+        "p50 ms, one-thread small steps": on,
+        "p90 ms, one-thread small steps": percentile(times[threshold], 90) * 1000,
+        "p50 ms, all threads": off,
+        "p90 ms, all threads": percentile(times[0], 90) * 1000,
+        "speed-up p50": off / on,
+    }
 
 
 def _step_row(name, threads, step32, step8, step_path, model_config) -> dict:
@@ -251,10 +278,20 @@ def _step_row(name, threads, step32, step8, step_path, model_config) -> dict:
     step5_ms, _ = _step_rate(beam_step(step32), state_for_rows, 5, flops_per_row)
     step85_ms, _ = _step_rate(beam_step(step8), state_for_rows, 5, flops_per_row)
     plain = _plain_matmul_rate(flops_per_row, 160, threads, hidden)
-    return {"model": name, "threads": threads, "engine": "decoder step (onnxruntime)",
-            "MFLOP/row": flops_per_row / 1e6, "ms @160 f32": step_ms, "ms @160 INT8": step8_ms,
-            "ms @5 f32": step5_ms, "ms @5 INT8": step85_ms, "f32 / INT8 @5": step5_ms / step85_ms,
-            "GFLOP/s @160": step_rate, "plain MatMul GFLOP/s": plain, "step / plain %": 100 * step_rate / plain}
+    return {
+        "model": name,
+        "threads": threads,
+        "engine": "decoder step (onnxruntime)",
+        "MFLOP/row": flops_per_row / 1e6,
+        "ms @160 f32": step_ms,
+        "ms @160 INT8": step8_ms,
+        "ms @5 f32": step5_ms,
+        "ms @5 INT8": step85_ms,
+        "f32 / INT8 @5": step5_ms / step85_ms,
+        "GFLOP/s @160": step_rate,
+        "plain MatMul GFLOP/s": plain,
+        "step / plain %": 100 * step_rate / plain,
+    }
 
 
 def _configure_tensorflow(threads: int):
@@ -279,8 +316,9 @@ def _paper_model_dir(quick: bool) -> str:
 
     shape = dict(PAPER)
     if quick:  # the smoke test: same code, a small shape (its 1,200 targets take the two-stage top-k)
-        shape.update(num_layers=2, hidden_dim=64, embedding_dim=32, source_vocabulary_size=500,
-                     target_vocabulary_size=1200)
+        shape.update(
+            num_layers=2, hidden_dim=64, embedding_dim=32, source_vocabulary_size=500, target_vocabulary_size=1200
+        )
     name = "paper" if not quick else "paper_quick"
     directory = os.path.join(CACHE, name)
     config = ModelConfig(**shape)
@@ -295,8 +333,14 @@ def _paper_model_dir(quick: bool) -> str:
     current = os.path.exists(stamp) and open(stamp).read() == digest.hexdigest()
     if not current or not os.path.exists(os.path.join(directory, "decoder_step.int8.onnx")):
         print(f"building the {name} ONNX graphs in {directory}", file=sys.stderr)
-        build(directory, config.num_layers, config.hidden_dim, config.embedding_dim,
-              config.source_vocabulary_size, config.target_vocabulary_size)
+        build(
+            directory,
+            config.num_layers,
+            config.hidden_dim,
+            config.embedding_dim,
+            config.source_vocabulary_size,
+            config.target_vocabulary_size,
+        )
         for part in ("encoder", "decoder_step"):
             quantize_int8(os.path.join(directory, f"{part}.onnx"), os.path.join(directory, f"{part}.int8.onnx"))
         with open(stamp, "w") as handle:
@@ -313,7 +357,7 @@ def worker(args) -> dict:
     from keras_s2s.config import BOS_ID, EOS_ID, Config, DecodeConfig
     from keras_s2s.decoder import KerasTranslator, load_run
     from serving.decoding import SearchTranslator
-    from serving.sessions import DecoderStepSession, EncoderSession, onnx_step_engine, one_thread_rows
+    from serving.sessions import DecoderStepSession, EncoderSession, one_thread_rows, onnx_step_engine
     from serving.translator import Translator
 
     rows = []
@@ -328,44 +372,87 @@ def worker(args) -> dict:
 
         texts = [pair.source for pair in read_tsv(os.path.join(args.run_dir, "data", "dev.tsv"))]
         sources = [ort32.source_vocabulary.encode(text) for text in texts]
-        models.append((ort32.manifest["config"]["name"], ort32, ort8, keras_translator, sources, config.decode,
-                       os.path.join(args.bundle, "decoder_step.onnx"), config.model))
+        models.append(
+            (
+                ort32.manifest["config"]["name"],
+                ort32,
+                ort8,
+                keras_translator,
+                sources,
+                config.decode,
+                os.path.join(args.bundle, "decoder_step.onnx"),
+                config.model,
+            )
+        )
     if args.paper:
         directory, model, model_config = _paper_model_dir(args.quick)
         decode = DecodeConfig(beam_size=5, max_length_a=1.0, max_length_b=5)
         config = Config(model=model_config, decode=decode)
         rng = np.random.default_rng(0)
-        sources = [list(rng.integers(4, model_config.source_vocabulary_size, int(rng.integers(20, 31))))
-                   for _ in range(max(args.paper_sentences, args.paper_latency_sentences))]
+        sources = [
+            list(rng.integers(4, model_config.source_vocabulary_size, int(rng.integers(20, 31))))
+            for _ in range(max(args.paper_sentences, args.paper_latency_sentences))
+        ]
 
         def raw(suffix):
             """The bundle translator's decode path for bare ONNX files; as `Translator` opens a
             bundle's step, small calls run on one thread."""
-            encoder = EncoderSession(os.path.join(directory, f"encoder{suffix}.onnx"), ["CPUExecutionProvider"],
-                                     threads)
-            step = DecoderStepSession(os.path.join(directory, f"decoder_step{suffix}.onnx"), ["CPUExecutionProvider"],
-                                      threads, one_thread_rows=one_thread_rows(dataclasses.asdict(model_config),
-                                                                               int8=bool(suffix)))
+            encoder = EncoderSession(
+                os.path.join(directory, f"encoder{suffix}.onnx"), ["CPUExecutionProvider"], threads
+            )
+            step = DecoderStepSession(
+                os.path.join(directory, f"decoder_step{suffix}.onnx"),
+                ["CPUExecutionProvider"],
+                threads,
+                one_thread_rows=one_thread_rows(dataclasses.asdict(model_config), int8=bool(suffix)),
+            )
             engine = onnx_step_engine(encoder, step, bos_id=BOS_ID, eos_id=EOS_ID, reverse_source=True)
-            return SearchTranslator(engine, None, None, dict(beam_size=5, length_penalty=decode.length_penalty,
-                                                             max_length_a=decode.max_length_a,
-                                                             max_length_b=decode.max_length_b))
+            return SearchTranslator(
+                engine,
+                None,
+                None,
+                dict(
+                    beam_size=5,
+                    length_penalty=decode.length_penalty,
+                    max_length_a=decode.max_length_a,
+                    max_length_b=decode.max_length_b,
+                ),
+            )
 
-        models.append(("paper shape", raw(""), raw(".int8"), KerasTranslator(model, config, None, None),
-                       sources, decode, os.path.join(directory, "decoder_step.onnx"), model_config))
+        models.append(
+            (
+                "paper shape",
+                raw(""),
+                raw(".int8"),
+                KerasTranslator(model, config, None, None),
+                sources,
+                decode,
+                os.path.join(directory, "decoder_step.onnx"),
+                model_config,
+            )
+        )
 
-    for name, ort32, ort8, keras_translator, sources, decode, step_path, model_config in models:
+    for name, ort32, ort8, keras_translator, sources, _decode, step_path, model_config in models:
         paper = name == "paper shape"
         throughput_sources = sources[: args.paper_sentences if paper else args.sentences]
         latency_sources = sources[: args.paper_latency_sentences if paper else args.latency_sentences]
-        engines = [("onnxruntime float32", ort32), ("onnxruntime INT8", ort8),
-                   ("Keras on TensorFlow", keras_translator)]
+        engines = [
+            ("onnxruntime float32", ort32),
+            ("onnxruntime INT8", ort8),
+            ("Keras on TensorFlow", keras_translator),
+        ]
         for engine, translator in engines:
+
             def run(batch_sources, beam, batch, translator=translator):
                 return translator.translate_ids(batch_sources, beam_size=beam, batch_size=batch)
 
             for beam in (5, 1):
-                row = {"model": name, "threads": threads, "engine": engine, "search": f"beam {beam}" if beam > 1 else "greedy"}
+                row = {
+                    "model": name,
+                    "threads": threads,
+                    "engine": engine,
+                    "search": f"beam {beam}" if beam > 1 else "greedy",
+                }
                 row["sent/s @32"] = _throughput(run, throughput_sources, beam, 32, args.repeats)
                 if engine.startswith("onnxruntime"):
                     # Latency, and the time per decoder step at batch 1: float32 and INT8 may
@@ -413,8 +500,12 @@ def worker(args) -> dict:
             path = os.path.join(scratch, "decoder_step.onnx")
             onnx.save(traced_decoder_step(bundle_model, model_config), path)
             quantize_int8(path, os.path.join(scratch, "decoder_step.int8.onnx"))
-            traced32, traced8 = (DecoderStepSession(os.path.join(scratch, f"decoder_step{suffix}.onnx"),
-                                                    ["CPUExecutionProvider"], threads) for suffix in ("", ".int8"))
+            traced32, traced8 = (
+                DecoderStepSession(
+                    os.path.join(scratch, f"decoder_step{suffix}.onnx"), ["CPUExecutionProvider"], threads
+                )
+                for suffix in ("", ".int8")
+            )
             rows.append(_step_row(f"{name} (traced step)", threads, traced32, traced8, path, model_config))
         print(json.dumps(rows[-1]), file=sys.stderr)
     return {"rows": rows}
@@ -456,8 +547,11 @@ def main(argv=None) -> int:
     parser.add_argument("--paper-latency-sentences", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a small paper-like shape (smoke test)")
-    parser.add_argument("--compare-traced", action="store_true",
-                        help="also time the bundle's step as tf2onnx traces it from the Keras model")
+    parser.add_argument(
+        "--compare-traced",
+        action="store_true",
+        help="also time the bundle's step as tf2onnx traces it from the Keras model",
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -474,11 +568,24 @@ def main(argv=None) -> int:
     for threads in [int(t) for t in args.threads.split(",") if t]:
         with tempfile.TemporaryDirectory() as scratch:
             out = os.path.join(scratch, "rows.json")
-            command = [sys.executable, os.path.abspath(__file__), "--worker-threads", str(threads),
-                       "--worker-out", out, "--sentences", str(args.sentences),
-                       "--latency-sentences", str(args.latency_sentences), "--repeats", str(args.repeats),
-                       "--paper-sentences", str(args.paper_sentences),
-                       "--paper-latency-sentences", str(args.paper_latency_sentences)]
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker-threads",
+                str(threads),
+                "--worker-out",
+                out,
+                "--sentences",
+                str(args.sentences),
+                "--latency-sentences",
+                str(args.latency_sentences),
+                "--repeats",
+                str(args.repeats),
+                "--paper-sentences",
+                str(args.paper_sentences),
+                "--paper-latency-sentences",
+                str(args.paper_latency_sentences),
+            ]
             if args.bundle:
                 command += ["--bundle", args.bundle, "--run-dir", args.run_dir]
             if args.compare_traced:
@@ -495,23 +602,94 @@ def main(argv=None) -> int:
     one_thread = [r for r in rows if "speed-up p50" in r]
     thread_rows = [r for r in rows if "1 thread speed-up" in r]
     ratios = _ratios(rows)
-    print(table(speed, ["model", "threads", "engine", "search", "sent/s @32", "p50 ms @1", "p90 ms @1",
-                        "ms/step @1", "steps/sentence @1", "in onnxruntime %"]))
+    print(
+        table(
+            speed,
+            [
+                "model",
+                "threads",
+                "engine",
+                "search",
+                "sent/s @32",
+                "p50 ms @1",
+                "p90 ms @1",
+                "ms/step @1",
+                "steps/sentence @1",
+                "in onnxruntime %",
+            ],
+        )
+    )
     print()
-    print(table(ratios, ["model", "threads", "search", "f32 / TF sent/s @32", "TF / f32 p50 @1",
-                         "INT8 / f32 sent/s @32", "f32 / INT8 p50 @1", "f32 / INT8 ms/step @1"]))
+    print(
+        table(
+            ratios,
+            [
+                "model",
+                "threads",
+                "search",
+                "f32 / TF sent/s @32",
+                "TF / f32 p50 @1",
+                "INT8 / f32 sent/s @32",
+                "f32 / INT8 p50 @1",
+                "f32 / INT8 ms/step @1",
+            ],
+        )
+    )
     print()
-    print(table(steps, ["model", "threads", "MFLOP/row", "ms @160 f32", "ms @160 INT8", "ms @5 f32", "ms @5 INT8",
-                        "f32 / INT8 @5", "GFLOP/s @160", "plain MatMul GFLOP/s", "step / plain %"]))
+    print(
+        table(
+            steps,
+            [
+                "model",
+                "threads",
+                "MFLOP/row",
+                "ms @160 f32",
+                "ms @160 INT8",
+                "ms @5 f32",
+                "ms @5 INT8",
+                "f32 / INT8 @5",
+                "GFLOP/s @160",
+                "plain MatMul GFLOP/s",
+                "step / plain %",
+            ],
+        )
+    )
     if one_thread:
         print()
-        print(table(one_thread, ["model", "threads", "engine", "search", "one-thread below rows",
-                                 "p50 ms, one-thread small steps", "p90 ms, one-thread small steps",
-                                 "p50 ms, all threads", "p90 ms, all threads", "speed-up p50"]))
+        print(
+            table(
+                one_thread,
+                [
+                    "model",
+                    "threads",
+                    "engine",
+                    "search",
+                    "one-thread below rows",
+                    "p50 ms, one-thread small steps",
+                    "p90 ms, one-thread small steps",
+                    "p50 ms, all threads",
+                    "p90 ms, all threads",
+                    "speed-up p50",
+                ],
+            )
+        )
     if thread_rows:
         print()
-        print(table(thread_rows, ["model", "threads", "variant", "rows", "MFLOP/call", "ms, all threads",
-                                  "ms on 1 thread", "1 thread speed-up"]))
+        print(
+            table(
+                thread_rows,
+                [
+                    "model",
+                    "threads",
+                    "variant",
+                    "rows",
+                    "MFLOP/call",
+                    "ms, all threads",
+                    "ms on 1 thread",
+                    "1 thread speed-up",
+                ],
+            )
+        )
     payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios}
     print("wrote", write_result("decode", payload, args.out), file=sys.stderr)
     return 0

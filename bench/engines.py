@@ -83,9 +83,11 @@ def _step_time(step, bundle: str, rows: int, calls: int = 100) -> float:
     with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as handle:
         model = json.load(handle)["config"]["model"]
     hidden, time_steps = model["hidden_dim"], 20
-    state = {"states": np.full((2 * model["num_layers"], rows, hidden), 0.01, np.float32),
-             "encoder_outputs": np.full((rows, time_steps, hidden), 0.01, np.float32),
-             "source_lengths": np.full(rows, time_steps, np.int32)}
+    state = {
+        "states": np.full((2 * model["num_layers"], rows, hidden), 0.01, np.float32),
+        "encoder_outputs": np.full((rows, time_steps, hidden), 0.01, np.float32),
+        "source_lengths": np.full(rows, time_steps, np.int32),
+    }
     tokens = np.full(rows, 2, np.int32)
     times = []
     for _ in range(calls + 10):
@@ -95,12 +97,14 @@ def _step_time(step, bundle: str, rows: int, calls: int = 100) -> float:
     return median(times[10:])
 
 
-def _python_rows(bundle: str, threads: int, int8: bool, sources, latency_count: int, repeats: int, beam: int,
-                 batch: int) -> list[dict]:
+def _python_rows(
+    bundle: str, threads: int, int8: bool, sources, latency_count: int, repeats: int, beam: int, batch: int
+) -> list[dict]:
     from serving.translator import Translator
 
-    engines = {name: Translator.from_bundle(bundle, num_threads=threads, int8=int8, engine=name)
-               for name in ("graph", "steps")}
+    engines = {
+        name: Translator.from_bundle(bundle, num_threads=threads, int8=int8, engine=name) for name in ("graph", "steps")
+    }
     latency = {name: [] for name in engines}
     throughput = {name: [] for name in engines}
     for translator in engines.values():  # warm-up
@@ -117,12 +121,17 @@ def _python_rows(bundle: str, threads: int, int8: bool, sources, latency_count: 
             throughput[name].append(len(sources) / (time.perf_counter() - started))
     rows = []
     for name in engines:
-        rows.append({
-            "bundle": os.path.basename(bundle.rstrip("/")), "precision": "int8" if int8 else "float32",
-            "threads": threads, "engine": name,
-            "batch1_p50_ms": percentile(latency[name], 50) * 1e3, "batch1_p90_ms": percentile(latency[name], 90) * 1e3,
-            "batch32_sentences_per_s": median(throughput[name]),
-        })
+        rows.append(
+            {
+                "bundle": os.path.basename(bundle.rstrip("/")),
+                "precision": "int8" if int8 else "float32",
+                "threads": threads,
+                "engine": name,
+                "batch1_p50_ms": percentile(latency[name], 50) * 1e3,
+                "batch1_p90_ms": percentile(latency[name], 90) * 1e3,
+                "batch32_sentences_per_s": median(throughput[name]),
+            }
+        )
     graph, steps = rows
     graph["step_ms"] = steps["step_ms"] = _step_time(engines["steps"].decoder_step, bundle, beam) * 1e3
     graph["p50_speedup_vs_steps"] = steps["batch1_p50_ms"] / graph["batch1_p50_ms"]
@@ -139,10 +148,20 @@ def _javascript_rows(bundle: str, sources, latency_count: int, beam: int) -> lis
         with open(fixture, "w", encoding="utf-8") as handle:
             json.dump({"sources": sources[:latency_count], "beamSize": beam}, handle)
         for backend in ("node", "wasm"):
-            result = subprocess.run(["node", "bench/web_latency.mjs", backend, bundle, fixture], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=1800, check=True)
-            rows.append({"runtime": f"onnxruntime-{'node' if backend == 'node' else 'web (wasm, Node.js)'}",
-                         **json.loads(result.stdout)})
+            result = subprocess.run(
+                ["node", "bench/web_latency.mjs", backend, bundle, fixture],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=True,
+            )
+            rows.append(
+                {
+                    "runtime": f"onnxruntime-{'node' if backend == 'node' else 'web (wasm, Node.js)'}",
+                    **json.loads(result.stdout),
+                }
+            )
         rows.append({"runtime": "onnxruntime-web (wasm, Chromium page)", **_page_latency(bundle, fixture)})
     node = rows[0]["p50_ms"]
     for row in rows:
@@ -152,8 +171,14 @@ def _javascript_rows(bundle: str, sources, latency_count: int, beam: int) -> lis
 
 def _page_latency(bundle: str, fixture: str) -> dict:
     with demo_page(bundle) as url:
-        result = subprocess.run(["node", "web/page.mjs", url, "--bench", fixture, "--timeout", "600000"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=1800, check=True)
+        result = subprocess.run(
+            ["node", "web/page.mjs", url, "--bench", fixture, "--timeout", "600000"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
     return json.loads(result.stdout)["bench"]
 
 
@@ -176,24 +201,57 @@ def main(argv=None) -> int:
         for threads in (int(t) for t in args.threads.split(",")):
             for int8 in (False, True):
                 print(f"[engines] {name}: {threads} thread(s), {'int8' if int8 else 'float32'}", file=sys.stderr)
-                rows += _python_rows(bundle, threads, int8, sources[: args.sentences], args.latency_sentences,
-                                     args.repeats, args.beam, 32)
+                rows += _python_rows(
+                    bundle,
+                    threads,
+                    int8,
+                    sources[: args.sentences],
+                    args.latency_sentences,
+                    args.repeats,
+                    args.beam,
+                    32,
+                )
         dropping.append({"bundle": name, **_row_share(bundle, sources[: args.sentences], args.beam, 32)})
         if not args.no_javascript:
             print(f"[engines] {name}: JavaScript runtimes", file=sys.stderr)
-            javascript += [{"bundle": name, **row}
-                           for row in _javascript_rows(bundle, sources, args.latency_sentences, args.beam)]
+            javascript += [
+                {"bundle": name, **row} for row in _javascript_rows(bundle, sources, args.latency_sentences, args.beam)
+            ]
 
-    print(table(rows, ["bundle", "precision", "threads", "engine", "batch1_p50_ms", "batch1_p90_ms",
-                       "batch32_sentences_per_s", "p50_speedup_vs_steps", "batch32_ratio_vs_steps", "step_ms"]))
+    print(
+        table(
+            rows,
+            [
+                "bundle",
+                "precision",
+                "threads",
+                "engine",
+                "batch1_p50_ms",
+                "batch1_p90_ms",
+                "batch32_sentences_per_s",
+                "p50_speedup_vs_steps",
+                "batch32_ratio_vs_steps",
+                "step_ms",
+            ],
+        )
+    )
     print()
     print(table(dropping, ["bundle", "rows_dropping", "rows_keeping", "keeping_costs"]))
     if javascript:
         print()
         print(table(javascript, ["bundle", "runtime", "p50_ms", "p90_ms", "p50_vs_node", "step_ms"]))
-    path = write_result("engines", {"machine": machine(), "commit": git_commit(), "beam": args.beam,
-                                    "python": rows, "done_sentences": dropping, "javascript": javascript},
-                        args.out)
+    path = write_result(
+        "engines",
+        {
+            "machine": machine(),
+            "commit": git_commit(),
+            "beam": args.beam,
+            "python": rows,
+            "done_sentences": dropping,
+            "javascript": javascript,
+        },
+        args.out,
+    )
     print(f"\nwritten: {path}")
     return 0
 

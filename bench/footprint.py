@@ -36,16 +36,19 @@ def serving_python(path: str) -> str:
     if not os.path.exists(python):
         print(f"creating {path} with serving/requirements.txt", file=sys.stderr)
         venv.create(path, with_pip=True)
-        subprocess.run([python, "-m", "pip", "install", "--quiet", "-r",
-                        os.path.join(ROOT, "serving", "requirements.txt")], check=True)
+        subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", "-r", os.path.join(ROOT, "serving", "requirements.txt")],
+            check=True,
+        )
     return python
 
 
 def run_once(command: list[str], env: dict, text: str = SENTENCE) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) and stdout of one process."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
     process.stdin.write(text.encode("utf-8"))
     process.stdin.close()
     first = process.stdout.readline()  # the first translation is out
@@ -89,8 +92,9 @@ while todo:
         todo.append(canon(re.split(r"[<>=!~\[; (]", req, maxsplit=1)[0]))
 print(json.dumps({"bytes": total, "packages": sorted(seen)}))
 """
-    result = subprocess.run([python, "-c", script, json.dumps(requirement_names(requirements))],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [python, "-c", script, json.dumps(requirement_names(requirements))], capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout)
 
 
@@ -100,8 +104,11 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True, help="the run the bundle was exported from")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--serving-venv", default=os.path.join(ROOT, "bench", ".serving-venv"))
-    parser.add_argument("--serving-python", default=None,
-                        help="use this python for the onnxruntime translator instead of --serving-venv")
+    parser.add_argument(
+        "--serving-python",
+        default=None,
+        help="use this python for the onnxruntime translator instead of --serving-venv",
+    )
     parser.add_argument("--skip-tensorflow", action="store_true", help="only the onnxruntime translator")
     parser.add_argument("--out", default=None, help="JSON output (default bench/results/footprint.json)")
     args = parser.parse_args(argv)
@@ -116,19 +123,25 @@ def main(argv=None) -> int:
         ("s2s-translate (onnxruntime INT8, steps engine)", translate + ["--engine", "steps", "--int8"]),
     ]
     if not args.skip_tensorflow:
-        variants.append(("s2s translate (Keras on TensorFlow)",
-                         [sys.executable, "-m", "keras_s2s.cli", "translate", args.run_dir, "--beam", "5"]))
+        variants.append(
+            (
+                "s2s translate (Keras on TensorFlow)",
+                [sys.executable, "-m", "keras_s2s.cli", "translate", args.run_dir, "--beam", "5"],
+            )
+        )
     rows, outputs = [], {}
     for name, command in variants:
         run_once(command, env)  # warm the file cache
         runs = [run_once(command, env) for _ in range(args.repeats)]
         outputs[name] = runs[0][2]
-        rows.append({
-            "translator": name,
-            "cold start s (median)": median([r[0] for r in runs]),
-            "cold start s (min)": min(r[0] for r in runs),
-            "peak RSS MiB (median)": median([r[1] for r in runs]),
-        })
+        rows.append(
+            {
+                "translator": name,
+                "cold start s (median)": median([r[0] for r in runs]),
+                "cold start s (min)": min(r[0] for r in runs),
+                "peak RSS MiB (median)": median([r[1] for r in runs]),
+            }
+        )
         print(f"{name}: {rows[-1]}", file=sys.stderr)
     reference = rows[-1] if not args.skip_tensorflow else None
     for row in rows:
@@ -137,7 +150,10 @@ def main(argv=None) -> int:
             row["RSS vs TF"] = row["peak RSS MiB (median)"] / reference["peak RSS MiB (median)"]
 
     sizes = [
-        {"requirement set": "serving/requirements.txt", **install_size(light, os.path.join(ROOT, "serving", "requirements.txt"))},
+        {
+            "requirement set": "serving/requirements.txt",
+            **install_size(light, os.path.join(ROOT, "serving", "requirements.txt")),
+        },
         {"requirement set": "requirements.txt", **install_size(sys.executable, os.path.join(ROOT, "requirements.txt"))},
     ]
     for row in sizes:
@@ -150,14 +166,33 @@ def main(argv=None) -> int:
         size = sum(os.path.getsize(os.path.join(args.bundle, name)) for name in models.values())
         bundle.append({"bundle models": variant, "MiB": size / 2**20})
 
-    print(table(rows, ["translator", "cold start s (median)", "cold start s (min)", "peak RSS MiB (median)",
-                       "cold start vs TF", "RSS vs TF"]))
+    print(
+        table(
+            rows,
+            [
+                "translator",
+                "cold start s (median)",
+                "cold start s (min)",
+                "peak RSS MiB (median)",
+                "cold start vs TF",
+                "RSS vs TF",
+            ],
+        )
+    )
     print()
     print(table(sizes, ["requirement set", "MiB", "package count"]))
     print()
     print(table(bundle, ["bundle models", "MiB"]))
-    payload = {"machine": machine(), "commit": git_commit(), "bundle": args.bundle, "repeats": args.repeats,
-               "translators": rows, "install": sizes, "bundle_sizes": bundle, "first_outputs": outputs}
+    payload = {
+        "machine": machine(),
+        "commit": git_commit(),
+        "bundle": args.bundle,
+        "repeats": args.repeats,
+        "translators": rows,
+        "install": sizes,
+        "bundle_sizes": bundle,
+        "first_outputs": outputs,
+    }
     print("wrote", write_result("footprint", payload, args.out), file=sys.stderr)
     return 0
 

@@ -63,9 +63,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
 
-VARIANTS = ("keras_s2s", "separate_weights", "device_batches", "wait_free_step", "wait_free_bf16_logits",
-            "lean_forward", "lean_forward_bf16_logits", "packed_source", "no_source_mask", "bf16_logits", "stock_keras_lstm", "torch_reference",
-            "torch_reference_per_layer")
+VARIANTS = (
+    "keras_s2s",
+    "separate_weights",
+    "device_batches",
+    "wait_free_step",
+    "wait_free_bf16_logits",
+    "lean_forward",
+    "lean_forward_bf16_logits",
+    "packed_source",
+    "no_source_mask",
+    "bf16_logits",
+    "stock_keras_lstm",
+    "torch_reference",
+    "torch_reference_per_layer",
+)
 LABELS = {
     "keras_s2s": "keras_s2s",
     "separate_weights": "keras_s2s, LSTM weights as separate tensors",
@@ -89,11 +101,11 @@ def _shape(quick):
 
     from keras_s2s.config import load_preset
 
-    model = dataclasses.replace(load_preset("paper").model, source_vocabulary_size=32000,
-                                target_vocabulary_size=32000)
+    model = dataclasses.replace(load_preset("paper").model, source_vocabulary_size=32000, target_vocabulary_size=32000)
     if quick:
-        model = dataclasses.replace(model, num_layers=2, hidden_dim=64, embedding_dim=32,
-                                    source_vocabulary_size=500, target_vocabulary_size=500)
+        model = dataclasses.replace(
+            model, num_layers=2, hidden_dim=64, embedding_dim=32, source_vocabulary_size=500, target_vocabulary_size=500
+        )
     return dataclasses.asdict(model)
 
 
@@ -160,11 +172,20 @@ def _profile(step, folder, name, steps=5):
     averages = prof.key_averages()
     sort_gpu = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     # Kernels only: an operator's row repeats its kernels' time.
-    gpu_busy = sum(e.self_device_time_total for e in averages
-                   if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA) / steps / 1e3
+    gpu_busy = (
+        sum(
+            e.self_device_time_total
+            for e in averages
+            if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA
+        )
+        / steps
+        / 1e3
+    )
     with open(os.path.join(folder, f"{name}.profile.txt"), "w", encoding="utf-8") as handle:
-        handle.write(f"{steps} steps, wall {1000 * wall:.1f} ms/step under the profiler, "
-                     f"GPU kernels busy {gpu_busy:.1f} ms/step\n\n")
+        handle.write(
+            f"{steps} steps, wall {1000 * wall:.1f} ms/step under the profiler, "
+            f"GPU kernels busy {gpu_busy:.1f} ms/step\n\n"
+        )
         handle.write("by GPU time\n" + averages.table(sort_by=sort_gpu, row_limit=40) + "\n\n")
         handle.write("by CPU time\n" + averages.table(sort_by="self_cpu_time_total", row_limit=40) + "\n")
     print(f"profile: wall {1000 * wall:.1f} ms/step, GPU busy {gpu_busy:.1f} ms/step", flush=True)
@@ -187,9 +208,12 @@ def _sync_stacks(step, path):
 
     def record(message, category, filename, lineno, file=None, line=None):
         # Keras' torch backend lives in `.../keras/src/backend/torch/`: keep its frames.
-        frames = [f"{frame.filename}:{frame.lineno} {frame.name}" for frame in traceback.extract_stack()[:-1]
-                  if ("/torch/" not in frame.filename or "/keras/" in frame.filename)
-                  and not frame.filename.endswith("warnings.py")]
+        frames = [
+            f"{frame.filename}:{frame.lineno} {frame.name}"
+            for frame in traceback.extract_stack()[:-1]
+            if ("/torch/" not in frame.filename or "/keras/" in frame.filename)
+            and not frame.filename.endswith("warnings.py")
+        ]
         stacks[tuple(frames[-9:])] += 1
 
     torch.cuda.set_sync_debug_mode("warn")
@@ -273,15 +297,23 @@ def _keras_step(variant, shape, args):
     source, decoder_in, target = _data(shape, args.batch, args.length)
     weights = np.ones_like(target, dtype="float32")
     if variant == "device_batches":
-        source, decoder_in, target, weights = (keras.ops.convert_to_tensor(a)
-                                               for a in (source, decoder_in, target, weights))
+        source, decoder_in, target, weights = (
+            keras.ops.convert_to_tensor(a) for a in (source, decoder_in, target, weights)
+        )
     x = {"source_ids": source, "decoder_input_ids": decoder_in}
     return model, lambda: model.train_on_batch(x, target, sample_weight=weights)
 
 
 # Variants that change nothing global, so their models can take turns step by step.
-INTERLEAVABLE = ("keras_s2s", "device_batches", "wait_free_step", "wait_free_bf16_logits", "lean_forward",
-                 "lean_forward_bf16_logits", "bf16_logits")
+INTERLEAVABLE = (
+    "keras_s2s",
+    "device_batches",
+    "wait_free_step",
+    "wait_free_bf16_logits",
+    "lean_forward",
+    "lean_forward_bf16_logits",
+    "bf16_logits",
+)
 
 
 def time_interleaved(variants, shape, args):
@@ -320,9 +352,13 @@ def time_torch_reference(shape, args, per_layer=False):
             self.source_embedding = torch.nn.Embedding(shape["source_vocabulary_size"], shape["embedding_dim"])
             self.target_embedding = torch.nn.Embedding(shape["target_vocabulary_size"], shape["embedding_dim"])
             if per_layer:
-                self.encoder, self.decoder = (torch.nn.ModuleList(
-                    torch.nn.LSTM(shape["embedding_dim"] if i == 0 else hidden, hidden, batch_first=True)
-                    for i in range(layers)) for _ in range(2))
+                self.encoder, self.decoder = (
+                    torch.nn.ModuleList(
+                        torch.nn.LSTM(shape["embedding_dim"] if i == 0 else hidden, hidden, batch_first=True)
+                        for i in range(layers)
+                    )
+                    for _ in range(2)
+                )
             else:
                 self.encoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
                 self.decoder = torch.nn.LSTM(shape["embedding_dim"], hidden, layers, batch_first=True)
@@ -346,8 +382,9 @@ def time_torch_reference(shape, args, per_layer=False):
 
     model = Seq2Seq().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.7)
-    source, decoder_in, target = (torch.as_tensor(a, dtype=torch.long, device=device)
-                                  for a in _data(shape, args.batch, args.length))
+    source, decoder_in, target = (
+        torch.as_tensor(a, dtype=torch.long, device=device) for a in _data(shape, args.batch, args.length)
+    )
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(args.precision)
 
     def step():
@@ -377,13 +414,23 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     parser.add_argument("--quick", action="store_true", help="a small shape (smoke test)")
-    parser.add_argument("--host-proxy", action="store_true",
-                        help="the paper's depth with 16-wide layers and 64-token vocabularies, the GPU's LSTM "
-                             "paths forced on any device: what is left is the host's time per step")
+    parser.add_argument(
+        "--host-proxy",
+        action="store_true",
+        help="the paper's depth with 16-wide layers and 64-token vocabularies, the GPU's LSTM "
+        "paths forced on any device: what is left is the host's time per step",
+    )
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/gpu_train_step.json)")
-    parser.add_argument("--profile", default=None, help="folder for torch.profiler tables of the keras_s2s, wait-free, lean and per-layer reference rows")
-    parser.add_argument("--interleave", action="store_true",
-                        help=f"time the variants step by step in turns (only {', '.join(INTERLEAVABLE)})")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="folder for torch.profiler tables of the keras_s2s, wait-free, lean and per-layer reference rows",
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help=f"time the variants step by step in turns (only {', '.join(INTERLEAVABLE)})",
+    )
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -403,9 +450,17 @@ def main(argv=None) -> int:
         if set(variants) - set(INTERLEAVABLE):
             parser.error(f"--interleave takes only {list(INTERLEAVABLE)}")
         for variant, (step, times, loss) in time_interleaved(variants, shape, args).items():
-            rows.append({"variant": LABELS[variant], "step ms (median)": 1000 * step,
-                         "step ms (all)": [round(1000 * t, 2) for t in times], "words/s": words / step,
-                         "LSTM calls per step": {}, "loss after": loss, "interleaved": True})
+            rows.append(
+                {
+                    "variant": LABELS[variant],
+                    "step ms (median)": 1000 * step,
+                    "step ms (all)": [round(1000 * t, 2) for t in times],
+                    "words/s": words / step,
+                    "LSTM calls per step": {},
+                    "loss after": loss,
+                    "interleaved": True,
+                }
+            )
         variants = []
     for variant in variants:
         try:
@@ -419,11 +474,17 @@ def main(argv=None) -> int:
                 raise
             failed.append({"variant": LABELS[variant], "error": repr(error)})
             continue
-        rows.append({"variant": LABELS[variant], "step ms (median)": 1000 * step,
-                     "step ms (all)": [round(1000 * t, 2) for t in times], "words/s": words / step,
-                     "LSTM calls per step": paths, "loss after": loss})
-        print(f"{LABELS[variant]}: {1000 * step:.1f} ms/step, {words / step:,.0f} words/s, paths {paths}",
-              flush=True)
+        rows.append(
+            {
+                "variant": LABELS[variant],
+                "step ms (median)": 1000 * step,
+                "step ms (all)": [round(1000 * t, 2) for t in times],
+                "words/s": words / step,
+                "LSTM calls per step": paths,
+                "loss after": loss,
+            }
+        )
+        print(f"{LABELS[variant]}: {1000 * step:.1f} ms/step, {words / step:,.0f} words/s, paths {paths}", flush=True)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -434,19 +495,37 @@ def main(argv=None) -> int:
     for row in rows:
         row[against] = row["words/s"] / reference if reference else None
 
-    print(f"\ndevice {device}, backend {keras.backend.backend()}, {args.precision}, batch {args.batch}, "
-          f"lengths {args.length}, {words:,} words per step" + (", steps timed in turns" if args.interleave else "")
-          + (", host proxy (16-wide layers, GPU paths)" if args.host_proxy else ""))
-    printed = [{"variant": row["variant"], "step ms (median)": row["step ms (median)"], "words/s": row["words/s"],
-                against: f"{row[against]:.2f}x" if row[against] else "-",
-                "LSTM calls per step": ", ".join(f"{k} {v:g}" for k, v in row["LSTM calls per step"].items()) or "-"}
-               for row in rows]
+    print(
+        f"\ndevice {device}, backend {keras.backend.backend()}, {args.precision}, batch {args.batch}, "
+        f"lengths {args.length}, {words:,} words per step"
+        + (", steps timed in turns" if args.interleave else "")
+        + (", host proxy (16-wide layers, GPU paths)" if args.host_proxy else "")
+    )
+    printed = [
+        {
+            "variant": row["variant"],
+            "step ms (median)": row["step ms (median)"],
+            "words/s": row["words/s"],
+            against: f"{row[against]:.2f}x" if row[against] else "-",
+            "LSTM calls per step": ", ".join(f"{k} {v:g}" for k, v in row["LSTM calls per step"].items()) or "-",
+        }
+        for row in rows
+    ]
     printed += [{"variant": row["variant"], "step ms (median)": f"failed: {row['error'][:80]}"} for row in failed]
     print(table(printed, ["variant", "step ms (median)", "words/s", against, "LSTM calls per step"]))
-    result = {"machine": machine(), "commit": git_commit(), "backend": keras.backend.backend(), "device": device,
-              "precision": args.precision, "shape": shape, "batch": args.batch, "length": args.length,
-              "host_proxy": args.host_proxy,
-              "rows": rows, "failed": failed}
+    result = {
+        "machine": machine(),
+        "commit": git_commit(),
+        "backend": keras.backend.backend(),
+        "device": device,
+        "precision": args.precision,
+        "shape": shape,
+        "batch": args.batch,
+        "length": args.length,
+        "host_proxy": args.host_proxy,
+        "rows": rows,
+        "failed": failed,
+    }
     ours = next((r for r in rows if r["variant"] == LABELS["keras_s2s"]), None)
     if ours:
         result.update({"step ms (median)": ours["step ms (median)"], "words/s": ours["words/s"]})

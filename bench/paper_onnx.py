@@ -38,8 +38,15 @@ def _save(graph, path):
     onnx.save(model, path)
 
 
-def build(directory: str, num_layers: int, hidden: int, embedding: int, source_vocabulary: int,
-          target_vocabulary: int, seed: int = 0) -> None:
+def build(
+    directory: str,
+    num_layers: int,
+    hidden: int,
+    embedding: int,
+    source_vocabulary: int,
+    target_vocabulary: int,
+    seed: int = 0,
+) -> None:
     """Writes `encoder.onnx` and `decoder_step.onnx` (no attention) into `directory`."""
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -54,18 +61,28 @@ def build(directory: str, num_layers: int, hidden: int, embedding: int, source_v
     finals = []
     for layer in range(num_layers):
         init += _lstm_weights(rng, f"enc{layer}", embedding if layer == 0 else hidden, hidden)
-        nodes.append(helper.make_node(
-            "LSTM", [f"x_{layer}", f"enc{layer}_W", f"enc{layer}_R", f"enc{layer}_B", "source_lengths"],
-            [f"y_{layer}", f"h_{layer}", f"c_{layer}"], hidden_size=hidden, name=f"encoder_lstm_{layer}"))
+        nodes.append(
+            helper.make_node(
+                "LSTM",
+                [f"x_{layer}", f"enc{layer}_W", f"enc{layer}_R", f"enc{layer}_B", "source_lengths"],
+                [f"y_{layer}", f"h_{layer}", f"c_{layer}"],
+                hidden_size=hidden,
+                name=f"encoder_lstm_{layer}",
+            )
+        )
         nodes.append(helper.make_node("Squeeze", [f"y_{layer}", "axis_1"], [f"x_{layer + 1}"]))
         finals += [f"h_{layer}", f"c_{layer}"]
     nodes.append(helper.make_node("Concat", finals, ["states"], axis=0))
     graph = helper.make_graph(
-        nodes, "encoder",
-        [helper.make_tensor_value_info("source_ids", TensorProto.INT32, ["batch", "time"]),
-         helper.make_tensor_value_info("source_lengths", TensorProto.INT32, ["batch"])],
+        nodes,
+        "encoder",
+        [
+            helper.make_tensor_value_info("source_ids", TensorProto.INT32, ["batch", "time"]),
+            helper.make_tensor_value_info("source_lengths", TensorProto.INT32, ["batch"]),
+        ],
         [helper.make_tensor_value_info("states", TensorProto.FLOAT, [2 * num_layers, "batch", hidden])],
-        init)
+        init,
+    )
     _save(graph, os.path.join(directory, "encoder.onnx"))
 
     # Decoder step: the exporter's own graph builder, from random weights.

@@ -54,8 +54,14 @@ def _model_config(preset: str, config, data, quick: bool):
         paper = load_preset("paper")
         model = dataclasses.replace(paper.model, source_vocabulary_size=32000, target_vocabulary_size=32000)
         if quick:
-            model = dataclasses.replace(model, num_layers=2, hidden_dim=64, embedding_dim=32,
-                                        source_vocabulary_size=500, target_vocabulary_size=500)
+            model = dataclasses.replace(
+                model,
+                num_layers=2,
+                hidden_dim=64,
+                embedding_dim=32,
+                source_vocabulary_size=500,
+                target_vocabulary_size=500,
+            )
         training = dataclasses.replace(paper.training, token_budget=128 * 32, max_batch_size=128)
     return dataclasses.replace(config, model=model, training=training)
 
@@ -64,9 +70,13 @@ def _batches(config, data, bucketing: bool, count: int):
     from keras_s2s.data.pipeline import make_dataset
 
     dataset = make_dataset(
-        *data.ids["train"], token_budget=config.training.token_budget,
-        max_batch_size=config.training.max_batch_size, reverse_source=config.model.reverse_source,
-        bucketing=bucketing, shuffle=True, seed=1,
+        *data.ids["train"],
+        token_budget=config.training.token_budget,
+        max_batch_size=config.training.max_batch_size,
+        reverse_source=config.model.reverse_source,
+        bucketing=bucketing,
+        shuffle=True,
+        seed=1,
     )
     return dataset, list(dataset.take(count).as_numpy_iterator())
 
@@ -95,8 +105,11 @@ def _compiled_model(config):
 
     keras.utils.set_random_seed(0)
     model = build_seq2seq(config.model)
-    model.compile(optimizer=make_optimizer(config, 1000), loss=SequenceCrossEntropy(),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model.compile(
+        optimizer=make_optimizer(config, 1000),
+        loss=SequenceCrossEntropy(),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
     return model
 
 
@@ -152,7 +165,7 @@ def measure_gates(preset: str, warmup: int, steps: int, quick: bool) -> list[dic
     Keras' all-bfloat16 step, two models side by side on the same batches."""
     import numpy as np
 
-    from keras_s2s.models.lstm import LSTM
+    from keras_s2s.models.lstm import configure_lstms
 
     config, data = _data(preset, quick)
     config = _model_config(preset, config, data, quick)
@@ -161,25 +174,30 @@ def measure_gates(preset: str, warmup: int, steps: int, quick: bool) -> list[dic
     _set_precision(config)
     variants = {"float32 gates and cell": True, "Keras (all bfloat16)": False}
     models = {name: _compiled_model(config) for name in variants}
+    for name, model in models.items():
+        configure_lstms(model, float32_gates=variants[name])  # read when a step is traced
     _, batches = _take(config, data, True, warmup + steps)
     times = {name: [] for name in variants}
-    try:
-        for index, (inputs, targets, weights) in enumerate(batches):
-            # Alternate which goes first, so drift in the machine's speed hits both.
-            for name in sorted(variants, reverse=bool(index % 2)):
-                LSTM.float32_gates = variants[name]  # read when a step is traced
-                start = time.perf_counter()
-                models[name].train_on_batch(inputs, targets, sample_weight=weights)
-                if index >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    finally:
-        LSTM.float32_gates = True
-    tokens = sum(int(np.count_nonzero(b[0]["source_ids"])) + int(np.count_nonzero(b[1]))
-                 for b in batches[warmup:])
+    for index, (inputs, targets, weights) in enumerate(batches):
+        # Alternate which goes first, so drift in the machine's speed hits both.
+        for name in sorted(variants, reverse=bool(index % 2)):
+            start = time.perf_counter()
+            models[name].train_on_batch(inputs, targets, sample_weight=weights)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    tokens = sum(int(np.count_nonzero(b[0]["source_ids"])) + int(np.count_nonzero(b[1])) for b in batches[warmup:])
     base = median(times["Keras (all bfloat16)"])
-    return [{"preset": preset, "precision": config.training.mixed_precision, "LSTM step": name,
-             "step ms (median)": 1000 * median(times[name]), "tokens/s": tokens / sum(times[name]),
-             "speed-up (median step)": base / median(times[name])} for name in variants]
+    return [
+        {
+            "preset": preset,
+            "precision": config.training.mixed_precision,
+            "LSTM step": name,
+            "step ms (median)": 1000 * median(times[name]),
+            "tokens/s": tokens / sum(times[name]),
+            "speed-up (median step)": base / median(times[name]),
+        }
+        for name in variants
+    ]
 
 
 def main(argv=None) -> int:
@@ -188,9 +206,11 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--paper-steps", type=int, default=4, help="timed steps of the slow paper shape")
-    parser.add_argument("--gates", default="g2p_best",
-                        help="presets whose mixed-precision step runs with float32 LSTM gates and without "
-                             "(empty: skip)")
+    parser.add_argument(
+        "--gates",
+        default="g2p_best",
+        help="presets whose mixed-precision step runs with float32 LSTM gates and without (empty: skip)",
+    )
     parser.add_argument("--quick", action="store_true", help="the tiny preset's data and a small shape (smoke test)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -198,29 +218,61 @@ def main(argv=None) -> int:
     for preset in [p for p in args.presets.split(",") if p]:
         for bucketing in (True, False):
             paper = preset == "paper"
-            row = measure(preset, bucketing, 2 if paper else args.warmup,
-                          args.paper_steps if paper else args.steps, args.quick)
+            row = measure(
+                preset, bucketing, 2 if paper else args.warmup, args.paper_steps if paper else args.steps, args.quick
+            )
             print(row, file=sys.stderr)
             rows.append(row)
     ratios = []
     for preset in dict.fromkeys(r["preset"] for r in rows):
         on, off = [r for r in rows if r["preset"] == preset]
-        ratios.append({"preset": preset, "buckets / padded tokens/s": on["tokens/s"] / off["tokens/s"],
-                       "padding % with buckets": on["padding %"], "padding % without": off["padding %"],
-                       "pipeline / training": on["pipeline / training"]})
+        ratios.append(
+            {
+                "preset": preset,
+                "buckets / padded tokens/s": on["tokens/s"] / off["tokens/s"],
+                "padding % with buckets": on["padding %"],
+                "padding % without": off["padding %"],
+                "pipeline / training": on["pipeline / training"],
+            }
+        )
     gates = []
     for preset in [p for p in args.gates.split(",") if p]:
         gates += measure_gates(preset, args.warmup, args.steps, args.quick)
         print(gates[-2:], file=sys.stderr)
-    print(table(rows, ["preset", "batching", "tokens/s", "padding %", "step ms (median)", "sentences/batch",
-                       "pipeline batches/s", "training batches/s", "pipeline / training"]))
+    print(
+        table(
+            rows,
+            [
+                "preset",
+                "batching",
+                "tokens/s",
+                "padding %",
+                "step ms (median)",
+                "sentences/batch",
+                "pipeline batches/s",
+                "training batches/s",
+                "pipeline / training",
+            ],
+        )
+    )
     print()
-    print(table(ratios, ["preset", "buckets / padded tokens/s", "padding % with buckets", "padding % without",
-                         "pipeline / training"]))
+    print(
+        table(
+            ratios,
+            [
+                "preset",
+                "buckets / padded tokens/s",
+                "padding % with buckets",
+                "padding % without",
+                "pipeline / training",
+            ],
+        )
+    )
     if gates:
         print()
-        print(table(gates, ["preset", "precision", "LSTM step", "step ms (median)", "tokens/s",
-                            "speed-up (median step)"]))
+        print(
+            table(gates, ["preset", "precision", "LSTM step", "step ms (median)", "tokens/s", "speed-up (median step)"])
+        )
     payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios, "gates": gates}
     print("wrote", write_result("train", payload, args.out), file=sys.stderr)
     return 0

@@ -59,7 +59,6 @@ class ExportOptions:
     checkpoint: str = "best"
 
 
-
 def _versions() -> dict:
     import keras
     import onnx
@@ -67,8 +66,14 @@ def _versions() -> dict:
     import tensorflow as tf
     import tf2onnx
 
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "tf2onnx": tf2onnx.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def _tensor_names(path: str) -> dict:
@@ -125,8 +130,9 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
         dev_pairs = read_tsv(os.path.join(run_dir, "data", "dev.tsv"))
         gate = run_gate(model, config, source_tokenizer, target_tokenizer, work_dir, options, dev_pairs)
         if bundle.text_operators:
-            gate["text_translator"] = bundle.check_text_translator(config, max_source_length, dev_pairs,
-                                                                   options.gate_sentences)
+            gate["text_translator"] = bundle.check_text_translator(
+                config, max_source_length, dev_pairs, options.gate_sentences
+            )
         saved_model = None
         if options.saved_model_dir:
             progress(f"writing the SavedModel to {options.saved_model_dir}")
@@ -157,7 +163,7 @@ class _Bundle:
     def graphs(self, model, config, quantize: str | None) -> dict:
         """`encoder.onnx`, `decoder_step.onnx`, their INT8 copies, and a `translator.onnx` per
         precision; returns the step graphs' op counts."""
-        progress("writing ONNX, opset %d (encoder: tf2onnx; decoder step: from the weights)" % OPSET)
+        progress(f"writing ONNX, opset {OPSET} (encoder: tf2onnx; decoder step: from the weights)")
         op_counts = export_onnx(model, config.model, self.work_dir)
         self.files += ["encoder.onnx", "decoder_step.onnx"]
         self.models["float32"] = {"encoder": "encoder.onnx", "decoder_step": "decoder_step.onnx"}
@@ -171,8 +177,14 @@ class _Bundle:
         for variant, suffix in (("float32", ""), ("int8", ".int8")):
             if variant in self.models:
                 self.translator_ops[variant] = write_translator(
-                    self.work_dir, suffix, reverse_source=config.model.reverse_source, bos_id=BOS_ID, eos_id=EOS_ID,
-                    encoder_lstms=op_counts["encoder"]["LSTM"], decoder_lstms=op_counts["decoder_step"]["LSTM"])
+                    self.work_dir,
+                    suffix,
+                    reverse_source=config.model.reverse_source,
+                    bos_id=BOS_ID,
+                    eos_id=EOS_ID,
+                    encoder_lstms=op_counts["encoder"]["LSTM"],
+                    decoder_lstms=op_counts["decoder_step"]["LSTM"],
+                )
                 self.models[variant]["translator"] = f"translator{suffix}.onnx"
                 self.files.append(f"translator{suffix}.onnx")
         return op_counts
@@ -197,8 +209,10 @@ class _Bundle:
             progress(f"no text translator: {reason}")
             return
         symbol = config.tokenizer.type == "symbol"
-        progress("writing the text translator (the tokenizers in the graph: "
-                 + ("standard string operators)" if symbol else "onnxruntime-extensions' SentencePiece operators)"))
+        progress(
+            "writing the text translator (the tokenizers in the graph: "
+            + ("standard string operators)" if symbol else "onnxruntime-extensions' SentencePiece operators)")
+        )
         self.translator_ops["text"] = write_text_translator(self.work_dir, source, target, max_source_length)
         self.models["float32"]["text_translator"] = "translator.text.onnx"
         self.text_operators = "standard" if symbol else "onnxruntime-extensions"
@@ -209,13 +223,27 @@ class _Bundle:
         progress("gate (e): translator.text.onnx against the tokenizers around translator.onnx")
         texts = [pair.source for pair in dev_pairs[:sentences]] + AWKWARD_LINES
         check = compare_text if self.text_operators == "standard" else compare_text_apart
-        report = check(self.work_dir, self.tokenizer_names["source"], self.tokenizer_names["target"],
-                       max_source_length, texts, gate_settings(config.decode))
+        report = check(
+            self.work_dir,
+            self.tokenizer_names["source"],
+            self.tokenizer_names["target"],
+            max_source_length,
+            texts,
+            gate_settings(config.decode),
+        )
         refuse_differences(report, "gate (e): translator.text.onnx", texts)
         return gate_summary(report)
 
-    def manifest(self, config, options: ExportOptions, op_counts: dict, max_source_length: int, gate: dict,
-                 saved_model, run_dir: str) -> dict:
+    def manifest(
+        self,
+        config,
+        options: ExportOptions,
+        op_counts: dict,
+        max_source_length: int,
+        gate: dict,
+        saved_model,
+        run_dir: str,
+    ) -> dict:
         """Writes `manifest.json`: the files and their sha256, the model, the search defaults,
         the gate's figures."""
         decode = config.decode
@@ -227,8 +255,12 @@ class _Bundle:
             "reverse_source": config.model.reverse_source,
             "attention": config.model.attention,
             "max_source_length": max_source_length,
-            "decode": {"beam_size": decode.beam_size, "length_penalty": decode.length_penalty,
-                       "max_length_a": decode.max_length_a, "max_length_b": decode.max_length_b},
+            "decode": {
+                "beam_size": decode.beam_size,
+                "length_penalty": decode.length_penalty,
+                "max_length_a": decode.max_length_a,
+                "max_length_b": decode.max_length_b,
+            },
             "opset": OPSET,
             # translator.text.onnx's string operators: "standard" (every onnxruntime), or
             # "onnxruntime-extensions" (register its library; not in onnxruntime-node or -web).
@@ -242,15 +274,22 @@ class _Bundle:
                 "states_layout": "(2 * num_layers, batch, hidden_dim): h_0, c_0, h_1, c_1, ...",
             },
             "lstm": {
-                "fused_nodes": {"encoder": op_counts["encoder"]["LSTM"],
-                                "decoder_step": op_counts["decoder_step"]["LSTM"]},
-                "translator_loops": {variant: counts["graph"]["Loop"] for variant, counts in self.translator_ops.items()
-                                     if variant != "text"},
+                "fused_nodes": {
+                    "encoder": op_counts["encoder"]["LSTM"],
+                    "decoder_step": op_counts["decoder_step"]["LSTM"],
+                },
+                "translator_loops": {
+                    variant: counts["graph"]["Loop"]
+                    for variant, counts in self.translator_ops.items()
+                    if variant != "text"
+                },
                 "converted_by": {"encoder": "tf2onnx", "decoder_step": "export/step_graph.py"},
                 "encoder_sequence_lens": "source_lengths, attached by the exporter",
             },
-            "files": {name: {"sha256": sha256_of(self._path(name)), "bytes": os.path.getsize(self._path(name))}
-                      for name in self.files},
+            "files": {
+                name: {"sha256": sha256_of(self._path(name)), "bytes": os.path.getsize(self._path(name))}
+                for name in self.files
+            },
             "versions": _versions(),
             "gate": gate,
             "saved_model": saved_model,
@@ -269,8 +308,13 @@ def summary(manifest: dict, out_dir: str) -> str:
     gate = manifest["gate"]
     lines.append(
         f"gate on {gate['sentences']} dev sentences: max |log-prob diff| {gate['max_abs_log_prob_diff']:.2e}; "
-        + ", ".join(f"{k.replace('identical_', 'identical ')} {100 * v:.1f}%" for k, v in gate.items() if k.startswith("identical_"))
+        + ", ".join(
+            f"{k.replace('identical_', 'identical ')} {100 * v:.1f}%"
+            for k, v in gate.items()
+            if k.startswith("identical_")
+        )
     )
+
     def scores(values: dict) -> str:
         return ", ".join(f"{key.upper() if len(key) == 3 else key} {value:.2f}" for key, value in values.items())
 
@@ -282,10 +326,14 @@ def summary(manifest: dict, out_dir: str) -> str:
         )
     if "text_translator" in gate:
         entry = gate["text_translator"]
-        lines.append(f"  text translator: identical to the tokenizers around translator.onnx on "
-                     f"{100 * entry['identical_share']:.1f}% of {entry['sentences']} lines")
+        lines.append(
+            f"  text translator: identical to the tokenizers around translator.onnx on "
+            f"{100 * entry['identical_share']:.1f}% of {entry['sentences']} lines"
+        )
     for variant, entry in gate.get("translator", {}).items():
-        lines.append(f"  translator ({variant}): identical to the step engine on {100 * entry['identical_share']:.1f}% "
-                     f"of {entry['sentences']} sentences, scores within {entry['max_score_diff']:.1e}")
+        lines.append(
+            f"  translator ({variant}): identical to the step engine on {100 * entry['identical_share']:.1f}% "
+            f"of {entry['sentences']} sentences, scores within {entry['max_score_diff']:.1e}"
+        )
     lines.append(f"LSTM nodes (fused): {manifest['lstm']['fused_nodes']}")
     return "\n".join(lines)

@@ -25,16 +25,12 @@ def check_fused_lstms(model_proto: onnx.ModelProto, expected: int, name: str) ->
     counts = collections.Counter(node.op_type for node in model_proto.graph.node)
     forbidden = sorted(set(counts) & FORBIDDEN_OPS)
     if forbidden:
-        raise ExportError(
-            f"{name}: the graph contains {', '.join(forbidden)}; every LSTM must be one fused LSTM node"
-        )
+        raise ExportError(f"{name}: the graph contains {', '.join(forbidden)}; every LSTM must be one fused LSTM node")
     custom = sorted({node.op_type for node in model_proto.graph.node if node.domain not in ("", "ai.onnx")})
     if custom:
         raise ExportError(f"{name}: unconverted or non-standard ops: {', '.join(custom)}")
     if counts.get("LSTM", 0) != expected:
-        raise ExportError(
-            f"{name}: expected {expected} fused LSTM node(s), found {counts.get('LSTM', 0)}"
-        )
+        raise ExportError(f"{name}: expected {expected} fused LSTM node(s), found {counts.get('LSTM', 0)}")
     onnx.checker.check_model(model_proto)
     return dict(counts)
 
@@ -73,8 +69,10 @@ def check_translator(model: onnx.ModelProto, encoder_lstms: int, decoder_lstms: 
         raise ExportError(f"{name}: the loop body's If branches contain {', '.join(inside)}")
     found = {"encoder": sum(counts[op] for op in LSTM_OPS), "decoder": sum(body_counts[op] for op in LSTM_OPS)}
     if found != {"encoder": encoder_lstms, "decoder": decoder_lstms}:
-        raise ExportError(f"{name}: expected {encoder_lstms} fused encoder and {decoder_lstms} fused decoder LSTM "
-                          f"node(s), found {found['encoder']} and {found['decoder']}")
+        raise ExportError(
+            f"{name}: expected {encoder_lstms} fused encoder and {decoder_lstms} fused decoder LSTM "
+            f"node(s), found {found['encoder']} and {found['decoder']}"
+        )
     every = list(model.graph.node) + list(outer.node) + list(body.node) + branch_nodes
     domains = {node.domain for node in every} - {"", "ai.onnx", "com.microsoft"}
     if domains:

@@ -17,11 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quantize", choices=("int8",), default=None, help="also write INT8 models")
     parser.add_argument("--saved-model", default=None, help="also write a SavedModel here")
     parser.add_argument("--gate-sentences", type=int, default=300, help="dev sentences for the quality gate")
-    parser.add_argument("--max-int8-loss", type=float, default=1.0,
-                        help="largest allowed INT8 loss in BLEU or PER points")
-    parser.add_argument("--checkpoint", choices=("best", "last", "averaged"), default="best",
-                        help="the run's weights to export: lowest dev loss (default), last epoch, "
-                             "or the average of the last epochs")
+    parser.add_argument(
+        "--max-int8-loss", type=float, default=1.0, help="largest allowed INT8 loss in BLEU or PER points"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last", "averaged"),
+        default="best",
+        help="the run's weights to export: lowest dev loss (default), last epoch, or the average of the last epochs",
+    )
     return parser
 
 

@@ -48,8 +48,9 @@ def _best_ids(engine: StepEngine, sources, decode, beam_size: int, batch_size: i
     return [hypotheses[0].token_ids for hypotheses in found]
 
 
-def teacher_forced_difference(model, config, encoder: EncoderSession, decoder: DecoderStepSession,
-                              sources, targets, batch_size: int = 64) -> float:
+def teacher_forced_difference(
+    model, config, encoder: EncoderSession, decoder: DecoderStepSession, sources, targets, batch_size: int = 64
+) -> float:
     """Largest |log_prob| difference between the Keras training model and the ONNX step loop."""
     import keras
 
@@ -82,8 +83,9 @@ def _score(kind, pairs_sources, hypotheses_text, references):
     return {"bleu": values["bleu"], "chrf": values["chrf"]}, -values["bleu"]
 
 
-def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, options: ExportOptions,
-             dev_pairs) -> dict:
+def run_gate(
+    model, config, source_tokenizer, target_tokenizer, work_dir: str, options: ExportOptions, dev_pairs
+) -> dict:
     """The quality gate over `dev_pairs`; raises `GateError` when (a), (b) or (c) fails."""
     from keras_s2s.decoder import KerasTranslator
     from keras_s2s.scores import metric_kind
@@ -104,9 +106,7 @@ def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, o
     gate = {"sentences": len(texts), "metric": kind, "beam_size": options.beam_size}
 
     progress(f"gate (a): teacher-forced log-probs on {len(texts)} dev sentences")
-    gate["max_abs_log_prob_diff"] = teacher_forced_difference(
-        model, config, encoder, decoder, sources, targets
-    )
+    gate["max_abs_log_prob_diff"] = teacher_forced_difference(model, config, encoder, decoder, sources, targets)
     if gate["max_abs_log_prob_diff"] > options.max_log_prob_diff:
         raise GateError(
             f"gate (a): log-probs differ by {gate['max_abs_log_prob_diff']:.2e} "
@@ -135,12 +135,15 @@ def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, o
         progress(f"gate (c): INT8 beam {options.beam_size} against float32")
         int8_encoder = EncoderSession(os.path.join(work_dir, "encoder.int8.onnx"), providers, None)
         int8_decoder = DecoderStepSession(os.path.join(work_dir, "decoder_step.int8.onnx"), providers, None)
-        int8_engine = onnx_step_engine(int8_encoder, int8_decoder, bos_id=BOS_ID, eos_id=EOS_ID,
-                                       reverse_source=reverse, top_k=False)
+        int8_engine = onnx_step_engine(
+            int8_encoder, int8_decoder, bos_id=BOS_ID, eos_id=EOS_ID, reverse_source=reverse, top_k=False
+        )
         int8_outputs = _best_ids(int8_engine, sources, config.decode, options.beam_size)
         int8_text = [target_tokenizer.decode(ids) for ids in int8_outputs]
         gate["int8"], int8_loss = _score(kind, texts, int8_text, refs)
-        gate["int8_identical_share"] = sum(a == b for a, b in zip(int8_outputs, onnx_outputs[options.beam_size])) / max(len(texts), 1)
+        gate["int8_identical_share"] = sum(a == b for a, b in zip(int8_outputs, onnx_outputs[options.beam_size])) / max(
+            len(texts), 1
+        )
         gate["int8_loss"] = int8_loss - float_loss
         if gate["int8_loss"] > options.max_int8_loss:
             raise GateError(
@@ -152,8 +155,15 @@ def run_gate(model, config, source_tokenizer, target_tokenizer, work_dir: str, o
         if variant == "int8" and options.quantize != "int8":
             continue
         progress(f"gate (d): translator{suffix}.onnx against the numpy search over the {variant} step graphs")
-        report = compare_engines(work_dir, suffix, sources, gate_settings(config.decode), reverse_source=reverse,
-                                 bos_id=BOS_ID, eos_id=EOS_ID)
+        report = compare_engines(
+            work_dir,
+            suffix,
+            sources,
+            gate_settings(config.decode),
+            reverse_source=reverse,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+        )
         gate["translator"][variant] = gate_summary(report)
         refuse_differences(report, f"gate (d): translator{suffix}.onnx", texts)
     return gate
@@ -164,4 +174,3 @@ def refuse_differences(report, name: str, texts) -> None:
         check_engines_agree(report, name, texts)
     except ExportError as error:
         raise GateError(str(error)) from None
-

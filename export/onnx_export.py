@@ -27,6 +27,7 @@ from export.step_graph import OPSET, DecoderWeights, decoder_step_graph
 from keras_s2s.config import ModelConfig
 from serving.files import atomic_path
 
+
 def encoder_function(model, config: ModelConfig) -> tf.types.experimental.GenericFunction:
     """The encoder as a `tf.function`: `source_ids`, `source_lengths` -> `states`
     (and `encoder_outputs` with attention)."""
@@ -66,9 +67,7 @@ def convert(function) -> onnx.ModelProto:
     import tf2onnx
 
     with tf.device("/CPU:0"):
-        model_proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=function.input_signature, opset=OPSET
-        )
+        model_proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=OPSET)
     return model_proto
 
 

@@ -55,9 +55,11 @@ def export_saved_model(model, config, path: str) -> dict:
         keras_feeds.update(encoder_outputs=reloaded["encoder_outputs"].numpy(), source_lengths=lengths)
     step = loaded.decode_step(*feeds)
     expected_step = decoder_step(keras_feeds, training=False)
-    difference = max(difference, float(np.abs(step["log_probs"].numpy() - keras.ops.convert_to_numpy(expected_step["log_probs"])).max()))
+    difference = max(
+        difference,
+        float(np.abs(step["log_probs"].numpy() - keras.ops.convert_to_numpy(expected_step["log_probs"])).max()),
+    )
     if difference > 1e-5:
         raise GateError(f"{temporary}: reloaded SavedModel differs from Keras by {difference:.2e}")
     replace_directory(temporary, path)
     return {"path": path, "max_abs_diff": difference}
-

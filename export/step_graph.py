@@ -103,16 +103,22 @@ def decoder_step_graph(weights: DecoderWeights) -> onnx.ModelProto:
 
     init, nodes = [], []
     axis_0 = const("axis_0", np.array([0], np.int64))
-    x = node("Gather", [const("target_embedding", weights.embedding.astype(np.float32)), "token_ids"],
-             ["embedded"])
+    x = node("Gather", [const("target_embedding", weights.embedding.astype(np.float32)), "token_ids"], ["embedded"])
     x = node("Unsqueeze", [x, axis_0], ["x_0"])  # [time 1, B, E]
     halves = [f"state_{i}" for i in range(2 * layers)]
     node("Split", ["states"], halves, axis=0)  # each [1, B, H]
     finals = []
     for index, (kernel, recurrent, bias) in enumerate(weights.lstm):
         w, r, b = onnx_lstm_weights(kernel, recurrent, bias)
-        inputs = [x, const(f"lstm_{index}_W", w), const(f"lstm_{index}_R", r), const(f"lstm_{index}_B", b),
-                  "", halves[2 * index], halves[2 * index + 1]]
+        inputs = [
+            x,
+            const(f"lstm_{index}_W", w),
+            const(f"lstm_{index}_R", r),
+            const(f"lstm_{index}_B", b),
+            "",
+            halves[2 * index],
+            halves[2 * index + 1],
+        ]
         outputs = [f"lstm_{index}_Y", f"lstm_{index}_h", f"lstm_{index}_c"]
         nodes.append(helper.make_node("LSTM", inputs, outputs, hidden_size=hidden, name=f"decoder_lstm_{index}"))
         finals += outputs[1:]
@@ -129,20 +135,24 @@ def decoder_step_graph(weights: DecoderWeights) -> onnx.ModelProto:
         # Real source positions: range(T) < source_lengths, as [B, 1, T].
         time = node("Shape", ["encoder_outputs"], ["source_time_1d"], start=1, end=2)
         time = node("Squeeze", [time, axis_0], ["source_time"])
-        positions = node("Range", [const("zero", np.array(0, np.int64)), time, const("one", np.array(1, np.int64))],
-                         ["positions"])
+        positions = node(
+            "Range", [const("zero", np.array(0, np.int64)), time, const("one", np.array(1, np.int64))], ["positions"]
+        )
         lengths = node("Cast", ["source_lengths"], ["lengths_64"], to=TensorProto.INT64)
         lengths = node("Unsqueeze", [lengths, const("axes_1_2", np.array([1, 2], np.int64))], ["lengths_column"])
         mask = node("Less", [positions, lengths], ["source_mask"])
-        scores = node("Where", [mask, scores, const("masked_score", np.array(MASKED_SCORE, np.float32))],
-                      ["masked_scores"])
+        scores = node(
+            "Where", [mask, scores, const("masked_score", np.array(MASKED_SCORE, np.float32))], ["masked_scores"]
+        )
         attention_weights = node("Softmax", [scores], ["attention_weights"], axis=-1)
         context = node("MatMul", [attention_weights, "encoder_outputs"], ["context_row"])  # [B, 1, H]
         context = node("Reshape", [context, const("flat_shape", np.array([0, -1], np.int64))], ["context"])
         combined = node("Concat", [top, context], ["query_and_context"], axis=1)
-        combined = node("MatMul", [combined, const("attention_combine_W",
-                                                   weights.attention_combine.astype(np.float32))],
-                        ["combined_linear"])
+        combined = node(
+            "MatMul",
+            [combined, const("attention_combine_W", weights.attention_combine.astype(np.float32))],
+            ["combined_linear"],
+        )
         top = node("Tanh", [combined], ["attentional_hidden"])
 
     logits = node("MatMul", [top, const("logits_W", weights.logits_kernel.astype(np.float32))], ["logits_linear"])
@@ -152,18 +162,23 @@ def decoder_step_graph(weights: DecoderWeights) -> onnx.ModelProto:
     nodes += selection
     init += selection_init
 
-    inputs = [helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch"]),
-              helper.make_tensor_value_info("states", TensorProto.FLOAT, [2 * layers, "batch", hidden])]
+    inputs = [
+        helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch"]),
+        helper.make_tensor_value_info("states", TensorProto.FLOAT, [2 * layers, "batch", hidden]),
+    ]
     if attention:
-        inputs += [helper.make_tensor_value_info("encoder_outputs", TensorProto.FLOAT, ["batch", "time", hidden]),
-                   helper.make_tensor_value_info("source_lengths", TensorProto.INT32, ["batch"])]
+        inputs += [
+            helper.make_tensor_value_info("encoder_outputs", TensorProto.FLOAT, ["batch", "time", hidden]),
+            helper.make_tensor_value_info("source_lengths", TensorProto.INT32, ["batch"]),
+        ]
     inputs.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
-    outputs = [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", vocabulary]),
-               helper.make_tensor_value_info("next_states", TensorProto.FLOAT, [2 * layers, "batch", hidden]),
-               helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["batch", "k"]),
-               helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["batch", "k"])]
+    outputs = [
+        helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", vocabulary]),
+        helper.make_tensor_value_info("next_states", TensorProto.FLOAT, [2 * layers, "batch", hidden]),
+        helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["batch", "k"]),
+        helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["batch", "k"]),
+    ]
     graph = helper.make_graph(nodes, "decoder_step", inputs, outputs, init)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="keras-s2s")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="keras-s2s")
     model.ir_version = 8
     return model

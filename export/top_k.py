@@ -56,8 +56,17 @@ def top_k_nodes(source: str, vocabulary: int | None, prefix: str = "top_k"):
     """
     width = block_size(vocabulary) if vocabulary else None
     if width is None:
-        return [helper.make_node("TopK", [source, "top_k"], ["top_log_probs", "top_ids"],
-                                 axis=-1, largest=1, sorted=1, name=f"{prefix}_tokens")], []
+        return [
+            helper.make_node(
+                "TopK",
+                [source, "top_k"],
+                ["top_log_probs", "top_ids"],
+                axis=-1,
+                largest=1,
+                sorted=1,
+                name=f"{prefix}_tokens",
+            )
+        ], []
     blocks = vocabulary // width
 
     def name(suffix):
@@ -77,13 +86,26 @@ def top_k_nodes(source: str, vocabulary: int | None, prefix: str = "top_k"):
         helper.make_node("Reshape", [source, name("block_shape")], [name("by_block")]),
         helper.make_node("ReduceMax", [name("by_block")], [name("block_max")], axes=[2], keepdims=0),
         helper.make_node("Min", ["top_k", name("blocks")], [name("block_k")]),
-        helper.make_node("TopK", [name("block_max"), name("block_k")], [name("best_max"), name("best_blocks")],
-                         axis=-1, largest=1, sorted=1),
+        helper.make_node(
+            "TopK",
+            [name("block_max"), name("block_k")],
+            [name("best_max"), name("best_blocks")],
+            axis=-1,
+            largest=1,
+            sorted=1,
+        ),
         helper.make_node("Unsqueeze", [name("best_blocks"), name("last_axis")], [name("block_index")]),
         helper.make_node("GatherND", [name("by_block"), name("block_index")], [name("gathered")], batch_dims=1),
         helper.make_node("Reshape", [name("gathered"), name("flat_shape")], [name("candidates")]),
-        helper.make_node("TopK", [name("candidates"), "top_k"], ["top_log_probs", name("position")],
-                         axis=-1, largest=1, sorted=1, name=f"{prefix}_tokens"),
+        helper.make_node(
+            "TopK",
+            [name("candidates"), "top_k"],
+            ["top_log_probs", name("position")],
+            axis=-1,
+            largest=1,
+            sorted=1,
+            name=f"{prefix}_tokens",
+        ),
         helper.make_node("Div", [name("position"), name("width")], [name("rank")]),
         helper.make_node("Mod", [name("position"), name("width")], [name("offset")]),
         helper.make_node("GatherElements", [name("best_blocks"), name("rank")], [name("block")], axis=1),
@@ -114,7 +136,9 @@ def add_top_k(model_proto, source: str = "log_probs") -> None:
     graph.input.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
     graph.node.extend(nodes)
     graph.initializer.extend(initializers)
-    graph.output.extend([
-        helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["rows", "k"]),
-        helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["rows", "k"]),
-    ])
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["rows", "k"]),
+            helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["rows", "k"]),
+        ]
+    )

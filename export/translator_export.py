@@ -9,22 +9,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import onnx
 
 from export.checks import ExportError, check_translator
 from export.search_graph import translator_graph
-from serving.files import atomic_path
 from serving.decoding import SearchSettings
+from serving.files import atomic_path
 from serving.search import Hypothesis, in_length_batches
 from serving.sessions import DecoderStepSession, EncoderSession, TranslatorGraphSession, onnx_step_engine
 
 SCORE_TOLERANCE = 1e-5
 
 
-def write_translator(bundle_dir: str, suffix: str, *, reverse_source: bool, bos_id: int, eos_id: int,
-                     encoder_lstms: int, decoder_lstms: int) -> dict:
+def write_translator(
+    bundle_dir: str,
+    suffix: str,
+    *,
+    reverse_source: bool,
+    bos_id: int,
+    eos_id: int,
+    encoder_lstms: int,
+    decoder_lstms: int,
+) -> dict:
     """Builds `translator{suffix}.onnx` from `encoder{suffix}.onnx` and `decoder_step{suffix}.onnx`
     in `bundle_dir`, checks its structure and writes it.
 
@@ -62,9 +70,17 @@ def _keyed(found: Sequence[Sequence[Hypothesis]]) -> list:
     return [[((h.token_ids, h.finished), h.score) for h in hypotheses] for hypotheses in found]
 
 
-def compare_engines(bundle_dir: str, suffix: str, sources: Sequence[Sequence[int]],
-                    settings: Sequence[SearchSettings], *, reverse_source: bool, bos_id: int, eos_id: int,
-                    batch_size: int = 64) -> list[dict]:
+def compare_engines(
+    bundle_dir: str,
+    suffix: str,
+    sources: Sequence[Sequence[int]],
+    settings: Sequence[SearchSettings],
+    *,
+    reverse_source: bool,
+    bos_id: int,
+    eos_id: int,
+    batch_size: int = 64,
+) -> list[dict]:
     """Decodes `sources` with `translator{suffix}.onnx` and with the numpy search over
     `encoder{suffix}.onnx` and `decoder_step{suffix}.onnx`, on one thread each (onnxruntime's
     INT8 kernels may round differently on another thread count), for each setting.
@@ -73,9 +89,13 @@ def compare_engines(bundle_dir: str, suffix: str, sources: Sequence[Sequence[int
         Per setting, its fields and `differences(...)`.
     """
     providers = ["CPUExecutionProvider"]
-    steps = onnx_step_engine(EncoderSession(os.path.join(bundle_dir, f"encoder{suffix}.onnx"), providers, 1),
-                             DecoderStepSession(os.path.join(bundle_dir, f"decoder_step{suffix}.onnx"), providers, 1),
-                             bos_id=bos_id, eos_id=eos_id, reverse_source=reverse_source)
+    steps = onnx_step_engine(
+        EncoderSession(os.path.join(bundle_dir, f"encoder{suffix}.onnx"), providers, 1),
+        DecoderStepSession(os.path.join(bundle_dir, f"decoder_step{suffix}.onnx"), providers, 1),
+        bos_id=bos_id,
+        eos_id=eos_id,
+        reverse_source=reverse_source,
+    )
     graph = TranslatorGraphSession(os.path.join(bundle_dir, f"translator{suffix}.onnx"), providers, 1)
     report = []
     for setting in settings:
@@ -95,26 +115,31 @@ def check_engines_agree(report: Sequence[dict], name: str, texts: Sequence[str] 
             raise ExportError(
                 f"{name}: beam {entry['beam_size']}, n-best {entry['n_best']}: {entry['different']} of "
                 f"{entry['sentences']} sentences decode differently from the numpy search over the step graphs, "
-                f"largest score difference {entry['max_score_diff']:.1e}{where}")
+                f"largest score difference {entry['max_score_diff']:.1e}{where}"
+            )
 
 
 def gate_settings(decode) -> list[SearchSettings]:
     """The export gate's settings: greedy, and the bundle's beam with its full n-best list."""
-    common = dict(length_penalty=float(decode.length_penalty), max_length_a=float(decode.max_length_a),
-                  max_length_b=int(decode.max_length_b))
+    common = dict(
+        length_penalty=float(decode.length_penalty),
+        max_length_a=float(decode.max_length_a),
+        max_length_b=int(decode.max_length_b),
+    )
     return [SearchSettings(1, 1, **common), SearchSettings(decode.beam_size, decode.beam_size, **common)]
 
 
 def gate_summary(report: Sequence[dict]) -> dict:
     """The manifest's record of one translator's comparison."""
     return {
-        "settings": [{key: entry[key] for key in ("beam_size", "n_best", "length_penalty", "max_length_a",
-                                                   "max_length_b")} for entry in report],
+        "settings": [
+            {key: entry[key] for key in ("beam_size", "n_best", "length_penalty", "max_length_a", "max_length_b")}
+            for entry in report
+        ],
         "sentences": report[0]["sentences"] if report else 0,
         "identical_share": min((1 - e["different"] / max(e["sentences"], 1) for e in report), default=1.0),
         "max_score_diff": max((e["max_score_diff"] for e in report), default=0.0),
     }
-
 
 
 # Lines the text gate adds to the dev sentences: blank lines, unknown characters, emoji,
@@ -174,17 +199,26 @@ def write_text_translator(bundle_dir: str, source_file: str, target_file: str, m
 
     from export.text_graph import text_translator_graph
 
-    model = text_translator_graph(onnx.load(os.path.join(bundle_dir, "translator.onnx")),
-                                  read_tokenizer(bundle_dir, source_file), read_tokenizer(bundle_dir, target_file),
-                                  max_source_length)
+    model = text_translator_graph(
+        onnx.load(os.path.join(bundle_dir, "translator.onnx")),
+        read_tokenizer(bundle_dir, source_file),
+        read_tokenizer(bundle_dir, target_file),
+        max_source_length,
+    )
     onnx.checker.check_model(model)
     with atomic_path(os.path.join(bundle_dir, "translator.text.onnx")) as path:
         onnx.save(model, path)
     return dict(collections.Counter(node.op_type for node in model.graph.node))
 
 
-def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source_length: int,
-                 texts: Sequence[str], settings: Sequence[SearchSettings]) -> list[dict]:
+def compare_text(
+    bundle_dir: str,
+    source_file: str,
+    target_file: str,
+    max_source_length: int,
+    texts: Sequence[str],
+    settings: Sequence[SearchSettings],
+) -> list[dict]:
     """`translator.text.onnx` against the tokenizer, `translator.onnx` and the detokenizer
     (what `serving.translator.Translator.translate` does) on `texts`, per setting.
 
@@ -193,8 +227,8 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
     """
     import numpy as np
 
-    from serving.tokenizers import load_vocabulary
     from serving.sessions import open_session, search_feeds
+    from serving.tokenizers import load_vocabulary
 
     source = load_vocabulary(os.path.join(bundle_dir, source_file))
     target = load_vocabulary(os.path.join(bundle_dir, target_file))
@@ -211,18 +245,28 @@ def compare_text(bundle_dir: str, source_file: str, target_file: str, max_source
     report = []
     for setting in settings:
         found = in_length_batches(functools.partial(graph.search_batch, settings=setting), sources, 64)
-        expected = [[("", 0.0)] if not text.strip() else [(target.decode(h.token_ids), h.score) for h in hypotheses]
-                    for text, hypotheses in zip(texts, found)]
+        expected = [
+            [("", 0.0)] if not text.strip() else [(target.decode(h.token_ids), h.score) for h in hypotheses]
+            for text, hypotheses in zip(texts, found)
+        ]
         feeds = {"texts": np.array(list(texts), dtype=object), **search_feeds(**dataclasses.asdict(setting))}
         translations, scores = text_session.run(["translations", "text_scores"], feeds)
-        got = [[(str(text), float(score)) for text, score in zip(row_texts, row_scores) if np.isfinite(score)]
-               for row_texts, row_scores in zip(translations, scores)]
+        got = [
+            [(str(text), float(score)) for text, score in zip(row_texts, row_scores) if np.isfinite(score)]
+            for row_texts, row_scores in zip(translations, scores)
+        ]
         report.append({**dataclasses.asdict(setting), **differences(expected, got)})
     return report
 
 
-def compare_text_apart(bundle_dir: str, source_file: str, target_file: str, max_source_length: int,
-                       texts: Sequence[str], settings: Sequence[SearchSettings]) -> list[dict]:
+def compare_text_apart(
+    bundle_dir: str,
+    source_file: str,
+    target_file: str,
+    max_source_length: int,
+    texts: Sequence[str],
+    settings: Sequence[SearchSettings],
+) -> list[dict]:
     """`compare_text` in a fresh Python process: onnxruntime-extensions' library crashes a
     process that has TensorFlow loaded (as the export has), so SentencePiece text graphs
     are checked in one without it."""
@@ -231,15 +275,31 @@ def compare_text_apart(bundle_dir: str, source_file: str, target_file: str, max_
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    request = json.dumps({"bundle_dir": bundle_dir, "source_file": source_file, "target_file": target_file,
-                          "max_source_length": max_source_length, "texts": list(texts),
-                          "settings": [dataclasses.asdict(s) for s in settings]})
-    code = ("import json, sys; from export.translator_export import compare_text; from serving.decoding import SearchSettings; r = json.load(sys.stdin); "
-            "print(json.dumps(compare_text(r['bundle_dir'], r['source_file'], r['target_file'], r['max_source_length'], "
-            "r['texts'], [SearchSettings(**s) for s in r['settings']])))")
+    request = json.dumps(
+        {
+            "bundle_dir": bundle_dir,
+            "source_file": source_file,
+            "target_file": target_file,
+            "max_source_length": max_source_length,
+            "texts": list(texts),
+            "settings": [dataclasses.asdict(s) for s in settings],
+        }
+    )
+    code = (
+        "import json, sys; from export.translator_export import compare_text; from serving.decoding import SearchSettings; r = json.load(sys.stdin); "
+        "print(json.dumps(compare_text(r['bundle_dir'], r['source_file'], r['target_file'], r['max_source_length'], "
+        "r['texts'], [SearchSettings(**s) for s in r['settings']])))"
+    )
     environment = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-c", code], input=request, capture_output=True, text=True,
-                            cwd=root, env=environment, timeout=3600)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=request,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=environment,
+        timeout=3600,
+    )
     if result.returncode != 0:
         raise ExportError(f"translator.text.onnx: the check failed to run ({result.stderr.strip()[-2000:]})")
     return json.loads(result.stdout.strip().splitlines()[-1])

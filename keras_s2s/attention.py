@@ -10,7 +10,7 @@ reading order (the model reads a reversed source; the columns are put back).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,8 +50,13 @@ def attention_maps(run_dir: str, texts: Sequence[str], beam_size: int | None = N
         weights = np.asarray(probe({"source_ids": ids, "decoder_input_ids": decoder_input}, training=False))[0]
         if config.model.reverse_source:
             weights = weights[:, ::-1]
-        maps.append(([_piece(source_tokenizer, i) for i in source],
-                     [_piece(target_tokenizer, i) for i in [*output, EOS_ID]], weights))
+        maps.append(
+            (
+                [_piece(source_tokenizer, i) for i in source],
+                [_piece(target_tokenizer, i) for i in [*output, EOS_ID]],
+                weights,
+            )
+        )
     return maps
 
 
@@ -65,7 +70,7 @@ def plot_attention(maps, texts: Sequence[str], path: str) -> str:
     columns = min(3, len(maps))
     rows = (len(maps) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
-    for axis in axes.flat[len(maps):]:
+    for axis in axes.flat[len(maps) :]:
         axis.axis("off")
     for axis, text, (source, output, weights) in zip(axes.flat, texts, maps):
         axis.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")

@@ -90,12 +90,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or file")
     parser.add_argument("--run-dir", required=True, help="output directory")
     parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
         help="change one config value, e.g. --set data.dataset=tsv --set data.path=my.tsv",
     )
     parser.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     parser.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), default=None,
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
         help="Keras progress: 0 none, 1 bar, 2 a line per epoch (default: 1 on a terminal, else 2)",
     )
 
@@ -125,19 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beam", type=int, default=None, help="beam size (default: config)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--samples", type=int, default=5, help="sample outputs to print")
-    evaluate.add_argument("--length-penalty", type=float, default=None,
-                          help="scores are log_prob / length ** this (default: config)")
-    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
-                          help="best dev loss (default), the last epoch, or the average of the last "
-                               "epochs (training.average_last_epochs)")
-    evaluate.add_argument("--ensemble", nargs="+", metavar="RUN_DIR",
-                          help="more run directories (same tokenizers and split) to decode with "
-                               "RUN_DIR as one model: the mean of their log-probabilities")
+    evaluate.add_argument(
+        "--length-penalty", type=float, default=None, help="scores are log_prob / length ** this (default: config)"
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=("best", "last", "averaged"),
+        help="best dev loss (default), the last epoch, or the average of the last "
+        "epochs (training.average_last_epochs)",
+    )
+    evaluate.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="more run directories (same tokenizers and split) to decode with "
+        "RUN_DIR as one model: the mean of their log-probabilities",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
-    translate = commands.add_parser(
-        "translate", help="translate stdin to stdout, one output line per input line"
-    )
+    translate = commands.add_parser("translate", help="translate stdin to stdout, one output line per input line")
     translate.add_argument("run_dir")
     translate.add_argument("--beam", type=int, default=None)
     translate.add_argument("--batch-size", type=int, default=64)

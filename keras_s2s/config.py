@@ -261,7 +261,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "Config":
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> Config:
         config = _from_dict(cls, values, where)
         try:
             config.validate()
@@ -270,18 +270,18 @@ class Config:
         return config
 
     @classmethod
-    def from_json(cls, text: str, where: str = "config.json") -> "Config":
+    def from_json(cls, text: str, where: str = "config.json") -> Config:
         return cls.from_dict(json.loads(text), where)
 
     @classmethod
-    def from_yaml(cls, text: str, where: str = "config.yaml") -> "Config":
+    def from_yaml(cls, text: str, where: str = "config.yaml") -> Config:
         values = yaml.safe_load(text) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{where}: expected a mapping at the top level")
         return cls.from_dict(values, where)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Config":
+    def load(cls, path: str | os.PathLike) -> Config:
         """Reads a `.json` or `.yaml` config file."""
         path = os.fspath(path)
         with open(path, encoding="utf-8") as handle:
@@ -297,7 +297,7 @@ class Config:
         with atomic_write(os.fspath(path)) as handle:
             handle.write(self.to_json())
 
-    def override(self, assignments: list[str]) -> "Config":
+    def override(self, assignments: list[str]) -> Config:
         """Returns a copy with `section.key=value` assignments applied.
 
         Values are parsed as YAML scalars (`true`, `3`, `0.5`, `text`).
@@ -305,17 +305,13 @@ class Config:
         values = self.to_dict()
         for assignment in assignments:
             if "=" not in assignment:
-                raise ValueError(
-                    f"--set {assignment!r}: expected section.key=value"
-                )
+                raise ValueError(f"--set {assignment!r}: expected section.key=value")
             key, raw = assignment.split("=", 1)
             parts = key.strip().split(".")
             if len(parts) == 1 and parts[0] == "name":
                 values["name"] = raw
                 continue
-            if len(parts) != 2 or parts[0] not in values or not isinstance(
-                values[parts[0]], dict
-            ):
+            if len(parts) != 2 or parts[0] not in values or not isinstance(values[parts[0]], dict):
                 raise ValueError(
                     f"--set {assignment!r}: unknown key {key!r}; "
                     f"sections are {', '.join(k for k in values if k != 'name')}"
@@ -323,8 +319,7 @@ class Config:
             section, name = parts
             if name not in values[section]:
                 raise ValueError(
-                    f"--set {assignment!r}: unknown key {key!r}; "
-                    f"{section} has {', '.join(values[section])}"
+                    f"--set {assignment!r}: unknown key {key!r}; {section} has {', '.join(values[section])}"
                 )
             values[section][name] = yaml.safe_load(raw) if raw != "" else ""
         return Config.from_dict(values, "--set")
@@ -337,10 +332,7 @@ class Config:
         if d.dataset == "tsv" and not d.path:
             raise ValueError("data.path: required when data.dataset is 'tsv'")
         if d.dataset == "parallel" and not (d.source_path and d.target_path):
-            raise ValueError(
-                "data.source_path, data.target_path: required when "
-                "data.dataset is 'parallel'"
-            )
+            raise ValueError("data.source_path, data.target_path: required when data.dataset is 'parallel'")
         _positive("data.max_length", d.max_length)
         _at_least("data.min_length", d.min_length, 0)
         _positive("data.max_length_ratio", d.max_length_ratio)
@@ -364,30 +356,22 @@ class Config:
         _one_of("model.attention", m.attention, ("none", "luong"))
         if not 0 <= m.bidirectional_layers <= m.num_layers:
             raise ValueError(
-                f"model.bidirectional_layers: {m.bidirectional_layers} is not in "
-                f"[0, model.num_layers = {m.num_layers}]"
+                f"model.bidirectional_layers: {m.bidirectional_layers} is not in [0, model.num_layers = {m.num_layers}]"
             )
         if m.is_bidirectional(0) and m.hidden_dim % 2:
-            raise ValueError(
-                "model.hidden_dim: must be even with a bidirectional encoder layer"
-            )
+            raise ValueError("model.hidden_dim: must be even with a bidirectional encoder layer")
         _positive("model.init_scale", m.init_scale)
         for key in ("source_vocabulary_size", "target_vocabulary_size"):
             size = getattr(m, key)
             if size and size <= NUM_SPECIAL_IDS:
-                raise ValueError(
-                    f"model.{key}: {size} leaves no room beyond the "
-                    f"{NUM_SPECIAL_IDS} special ids"
-                )
+                raise ValueError(f"model.{key}: {size} leaves no room beyond the {NUM_SPECIAL_IDS} special ids")
         _positive("training.epochs", tr.epochs)
         _one_of("training.optimizer", tr.optimizer, ("adam", "paper_sgd"))
         _positive("training.learning_rate", tr.learning_rate)
         _positive("training.learning_rate_decay_every", tr.learning_rate_decay_every)
         _at_least("training.clip_norm", tr.clip_norm, 0)
         if not 0.0 <= tr.label_smoothing < 1.0:
-            raise ValueError(
-                f"training.label_smoothing: {tr.label_smoothing} is not in [0, 1)"
-            )
+            raise ValueError(f"training.label_smoothing: {tr.label_smoothing} is not in [0, 1)")
         _positive("training.token_budget", tr.token_budget)
         _positive("training.max_batch_size", tr.max_batch_size)
         _at_least("training.shuffle_buffer", tr.shuffle_buffer, 0)
@@ -396,10 +380,7 @@ class Config:
         _one_of("training.learning_rate_schedule", tr.learning_rate_schedule, ("constant", "cosine"))
         _at_least("training.warmup_steps", tr.warmup_steps, 0)
         if not 0.0 <= tr.final_learning_rate_ratio <= 1.0:
-            raise ValueError(
-                f"training.final_learning_rate_ratio: {tr.final_learning_rate_ratio} "
-                "is not in [0, 1]"
-            )
+            raise ValueError(f"training.final_learning_rate_ratio: {tr.final_learning_rate_ratio} is not in [0, 1]")
         if tr.learning_rate_schedule == "cosine" and tr.optimizer != "adam":
             raise ValueError(
                 "training.learning_rate_schedule: 'cosine' applies to the adam optimizer; "
@@ -418,9 +399,7 @@ class Config:
         _positive("decode.beam_size", dc.beam_size)
         _positive("decode.n_best", dc.n_best)
         if dc.n_best > dc.beam_size:
-            raise ValueError(
-                f"decode.n_best: {dc.n_best} is larger than decode.beam_size {dc.beam_size}"
-            )
+            raise ValueError(f"decode.n_best: {dc.n_best} is larger than decode.beam_size {dc.beam_size}")
         _at_least("decode.length_penalty", dc.length_penalty, 0)
         _at_least("decode.max_length_a", dc.max_length_a, 0)
         _at_least("decode.max_length_b", dc.max_length_b, 1)
@@ -440,16 +419,13 @@ def load_preset(name_or_path: str) -> Config:
 
 def _from_dict(cls, values: Any, where: str, prefix: str = ""):
     if not isinstance(values, dict):
-        raise ValueError(
-            f"{where}: {prefix or 'config'}: expected a mapping, got {type(values).__name__}"
-        )
+        raise ValueError(f"{where}: {prefix or 'config'}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(
-            f"{where}: unknown key {prefix + '.' if prefix else ''}{unknown[0]}; "
-            f"known keys are {', '.join(known)}"
+            f"{where}: unknown key {prefix + '.' if prefix else ''}{unknown[0]}; known keys are {', '.join(known)}"
         )
     kwargs = {}
     for name, value in values.items():

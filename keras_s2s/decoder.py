@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,8 +41,12 @@ def decoder_step_function(decoder_step, config):
         @tf.function(input_signature=signature)
         def step(token_ids, states, encoder_outputs, source_lengths):
             outputs = decoder_step(
-                {"token_ids": token_ids, "states": states, "encoder_outputs": encoder_outputs,
-                 "source_lengths": source_lengths},
+                {
+                    "token_ids": token_ids,
+                    "states": states,
+                    "encoder_outputs": encoder_outputs,
+                    "source_lengths": source_lengths,
+                },
                 training=False,
             )
             return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
@@ -55,7 +59,6 @@ def decoder_step_function(decoder_step, config):
             return {"log_probs": outputs["log_probs"], "next_states": outputs["next_states"]}
 
     return step
-
 
 
 class KerasTranslator(SearchTranslator):
@@ -77,8 +80,7 @@ class KerasTranslator(SearchTranslator):
         self.encoder, self.decoder_step = build_inference_models(model, config.model)
 
         # One trace each, with dynamic batch and time axes.
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")],
-                     reduce_retracing=True)
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="source_ids")], reduce_retracing=True)
         def encode(source_ids):
             return self.encoder(source_ids, training=False)
 
@@ -86,8 +88,7 @@ class KerasTranslator(SearchTranslator):
         self._step = decoder_step_function(self.decoder_step, config.model)
         self._attention = config.model.attention == "luong"
         self.step_engine = StepEngine(self.encode_batch, self.step, BOS_ID, EOS_ID, config.model.reverse_source)
-        super().__init__(self.step_engine, source_tokenizer, target_tokenizer, _decode_defaults(config),
-                         batch_size=64)
+        super().__init__(self.step_engine, source_tokenizer, target_tokenizer, _decode_defaults(config), batch_size=64)
 
     def encode_batch(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
         outputs = self._encode(source_ids)
@@ -119,14 +120,23 @@ class KerasEnsembleTranslator(SearchTranslator):
         first = members[0]
         self.members = list(members)
         self.config = first.config
-        super().__init__(ensemble_engine([m.step_engine for m in members]), first.source_vocabulary,
-                         first.target_vocabulary, _decode_defaults(first.config), batch_size=64)
+        super().__init__(
+            ensemble_engine([m.step_engine for m in members]),
+            first.source_vocabulary,
+            first.target_vocabulary,
+            _decode_defaults(first.config),
+            batch_size=64,
+        )
 
 
 def _decode_defaults(config: Config) -> dict:
     decode = config.decode
-    return dict(beam_size=decode.beam_size, length_penalty=decode.length_penalty,
-                max_length_a=decode.max_length_a, max_length_b=decode.max_length_b)
+    return dict(
+        beam_size=decode.beam_size,
+        length_penalty=decode.length_penalty,
+        max_length_a=decode.max_length_a,
+        max_length_b=decode.max_length_b,
+    )
 
 
 def load_run(run_dir: str, checkpoint: str = "best"):
@@ -164,9 +174,10 @@ def make_translator(
         paths = tokenizer_files(directory, config.tokenizer)
         tokenizers = [pathlib.Path(path).read_bytes() for path in paths]
         if first_tokenizers is not None and tokenizers != first_tokenizers:
-            raise ValueError(f"{directory}: its tokenizers ({', '.join(paths)}) differ from {run_dir}'s; "
-                             "ensemble members must share their vocabularies")
+            raise ValueError(
+                f"{directory}: its tokenizers ({', '.join(paths)}) differ from {run_dir}'s; "
+                "ensemble members must share their vocabularies"
+            )
         first_tokenizers = first_tokenizers or tokenizers
         translators.append(KerasTranslator(model, config, source_tokenizer, target_tokenizer))
     return translators[0] if len(translators) == 1 else KerasEnsembleTranslator(translators)
-

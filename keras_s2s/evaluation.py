@@ -7,7 +7,7 @@ import collections
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from keras_s2s.decoder import make_translator
 from keras_s2s.scores import format_scores, inputs_to_decode, metric_kind, score_outputs
@@ -51,8 +51,15 @@ def evaluate(
         sources, beam_size=beam_size, batch_size=batch_size, progress=True, length_penalty=length_penalty
     )
     values = score_outputs(kind, pairs, hypotheses)
-    values.update({"split": split, "beam_size": beam_size, "length_penalty": length_penalty, "metric": kind,
-                   "checkpoint": checkpoint})
+    values.update(
+        {
+            "split": split,
+            "beam_size": beam_size,
+            "length_penalty": length_penalty,
+            "metric": kind,
+            "checkpoint": checkpoint,
+        }
+    )
     if ensemble:
         values["ensemble"] = [os.path.abspath(d) for d in (run_dir, *ensemble)]
     directory = os.path.join(run_dir, "eval")

@@ -68,14 +68,10 @@ def launch_local(
         command = [sys.executable, "-m", "keras_s2s.cli", "train", *train_args]
         if index and "--verbose" not in train_args:
             command += ["--verbose", "2"]  # one line per epoch from the others
-        process = subprocess.Popen(
-            command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         processes.append(process)
         print(f"launch-local: worker {index} pid {process.pid} on {hosts[index]}", file=sys.stderr)
-        thread = threading.Thread(
-            target=_forward, args=(process.stdout, f"[worker {index}] ", sys.stderr), daemon=True
-        )
+        thread = threading.Thread(target=_forward, args=(process.stdout, f"[worker {index}] ", sys.stderr), daemon=True)
         thread.start()
         threads.append(thread)
     status = 0
@@ -90,8 +86,7 @@ def launch_local(
                 if code and not status:
                     status = code
                     print(
-                        f"launch-local: worker {index} exited with status {code}; "
-                        "stopping the others",
+                        f"launch-local: worker {index} exited with status {code}; stopping the others",
                         file=sys.stderr,
                     )
                     for other in remaining:

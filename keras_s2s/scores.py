@@ -4,7 +4,7 @@ grapheme-to-phoneme, where any reference pronunciation counts."""
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from collections.abc import Sequence
 
 from keras_s2s.config import Config
 
@@ -15,9 +15,7 @@ def edit_distance(a: Sequence, b: Sequence) -> int:
     for i, item in enumerate(a, start=1):
         current = [i] + [0] * len(b)
         for j, other in enumerate(b, start=1):
-            current[j] = min(
-                previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (item != other)
-            )
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (item != other))
         previous = current
     return previous[-1]
 
@@ -102,4 +100,3 @@ def format_scores(values: dict) -> str:
         f"BLEU {values['bleu']:.2f}  chrF {values['chrf']:.2f}  ({values['sentences']} sentences)"
         f"\n  {values['bleu_signature']}\n  {values['chrf_signature']}"
     )
-

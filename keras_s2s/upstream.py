@@ -75,8 +75,11 @@ def multi_worker_scalar_log_reduce(strategy):
             return original(values, strategy, reduction)
 
         def reduce(value):
-            local = (strategy.experimental_local_results(value)[0]
-                     if isinstance(value, tf.distribute.DistributedValues) else value)
+            local = (
+                strategy.experimental_local_results(value)[0]
+                if isinstance(value, tf.distribute.DistributedValues)
+                else value
+            )
             if tf.is_tensor(local) and local.shape.rank == 0:
                 return strategy.reduce("MEAN", value, axis=None)
             return original(value, strategy, reduction)
@@ -109,8 +112,11 @@ def counting_keras_lstm_paths():
     torch_rnn = importlib.import_module("keras.src.backend.torch.rnn")
     counts = collections.Counter()
     patches = []
-    for module, name, key in ((torch_rnn, "_cudnn_lstm", "cudnn"), (torch_rnn, "_fallback_lstm", "torch loop"),
-                              (private_backend, "rnn", "keras loop")):
+    for module, name, key in (
+        (torch_rnn, "_cudnn_lstm", "cudnn"),
+        (torch_rnn, "_fallback_lstm", "torch loop"),
+        (private_backend, "rnn", "keras loop"),
+    ):
         original = getattr(module, name, None)
         if original is None:
             continue

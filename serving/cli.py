@@ -12,7 +12,9 @@ from serving.files import atomic_write
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s2s-translate", description="Translate with an exported bundle (onnxruntime).")
+    parser = argparse.ArgumentParser(
+        prog="s2s-translate", description="Translate with an exported bundle (onnxruntime)."
+    )
     parser.add_argument("bundle", help="bundle directory written by s2s-export")
     parser.add_argument("-i", "--input", default=None, help="input file (default: stdin)")
     parser.add_argument("-o", "--output", default=None, help="output file (default: stdout)")
@@ -21,15 +23,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--int8", action="store_true", help="use the INT8 models")
-    parser.add_argument("--engine", choices=("graph", "steps"), default=None,
-                        help="graph: translator.onnx, the whole search in one onnxruntime call (the default "
-                             "where the bundle has it); steps: the numpy search over decoder_step.onnx")
+    parser.add_argument(
+        "--engine",
+        choices=("graph", "steps"),
+        default=None,
+        help="graph: translator.onnx, the whole search in one onnxruntime call (the default "
+        "where the bundle has it); steps: the numpy search over decoder_step.onnx",
+    )
     parser.add_argument("--json", action="store_true", help="JSON lines with scores")
-    parser.add_argument("--providers", choices=("cpu", "cuda"), default="cpu",
-                        help="cuda needs onnxruntime-gpu (installed instead of onnxruntime)")
-    parser.add_argument("--ensemble", nargs="+", metavar="BUNDLE", default=[],
-                        help="more bundles with the same tokenizers, decoded with BUNDLE as one model "
-                             "(the mean of their log-probabilities)")
+    parser.add_argument(
+        "--providers",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda needs onnxruntime-gpu (installed instead of onnxruntime)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="BUNDLE",
+        default=[],
+        help="more bundles with the same tokenizers, decoded with BUNDLE as one model "
+        "(the mean of their log-probabilities)",
+    )
     return parser
 
 
@@ -102,8 +117,7 @@ class _Run:
                     results.extend(self._translate([text], number))
                 except Exception as error:
                     self.failed += 1
-                    _warn(f"line {number}: not translated ({type(error).__name__}: {error}); "
-                          "writing an empty line")
+                    _warn(f"line {number}: not translated ({type(error).__name__}: {error}); writing an empty line")
                     results.append([])
             return results
 
@@ -122,16 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     from serving.translator import BundleError, EnsembleTranslator, Translator
 
     try:
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if args.providers == "cuda"
-                     else ["CPUExecutionProvider"])
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.providers == "cuda" else ["CPUExecutionProvider"]
+        )
         if args.ensemble and args.engine == "graph":
-            print("s2s-translate: error: --ensemble combines the members' steps: use --engine steps",
-                  file=sys.stderr)
+            print("s2s-translate: error: --ensemble combines the members' steps: use --engine steps", file=sys.stderr)
             return 2
         engine = "steps" if args.ensemble else args.engine
-        members = [Translator.from_bundle(bundle, providers=providers, num_threads=args.threads, int8=args.int8,
-                                          engine=engine)
-                   for bundle in [args.bundle, *args.ensemble]]
+        members = [
+            Translator.from_bundle(bundle, providers=providers, num_threads=args.threads, int8=args.int8, engine=engine)
+            for bundle in [args.bundle, *args.ensemble]
+        ]
         translator = members[0] if len(members) == 1 else EnsembleTranslator(members)
     except BundleError as error:
         print(f"s2s-translate: error: {error}", file=sys.stderr)
@@ -166,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             numbered = [(number, text) for number, text, _ in chunk]
             for hypotheses in run.chunk(numbered):
                 if args.json:
-                    out.write(json.dumps([{"text": h.text, "score": h.score} for h in hypotheses],
-                                         ensure_ascii=False) + "\n")
+                    out.write(
+                        json.dumps([{"text": h.text, "score": h.score} for h in hypotheses], ensure_ascii=False) + "\n"
+                    )
                 else:
                     out.write((hypotheses[0].text.replace("\n", " ") if hypotheses else "") + "\n")
             out.flush()
@@ -178,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if run.truncated:
         _warn(f"{run.truncated} line(s) longer than the model's limit were truncated")
     if run.failed:
-        print(f"s2s-translate: error: {run.failed} line(s) not translated (empty lines written)",
-              file=sys.stderr)
+        print(f"s2s-translate: error: {run.failed} line(s) not translated (empty lines written)", file=sys.stderr)
         return 1
     return 0
 

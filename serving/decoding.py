@@ -14,7 +14,8 @@ import dataclasses
 import functools
 import sys
 import warnings
-from typing import Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -68,10 +69,17 @@ class StepEngine:
         ids, lengths = pad_sources(sources, reverse=self.reverse_source)
         # The search needs the 2 x beam best tokens of each row.
         step = functools.partial(self.step, top_k=2 * settings.beam_size) if self.top_k else self.step
-        return search(step, self.encode(ids, lengths), bos_id=self.bos_id, eos_id=self.eos_id,
-                      max_lengths=max_output_lengths(lengths, settings.max_length_a, settings.max_length_b),
-                      beam_size=settings.beam_size, n_best=settings.n_best, length_penalty=settings.length_penalty,
-                      batch_axes=self.batch_axes)
+        return search(
+            step,
+            self.encode(ids, lengths),
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            max_lengths=max_output_lengths(lengths, settings.max_length_a, settings.max_length_b),
+            beam_size=settings.beam_size,
+            n_best=settings.n_best,
+            length_penalty=settings.length_penalty,
+            batch_axes=self.batch_axes,
+        )
 
 
 class TruncationWarning(UserWarning):
@@ -107,26 +115,51 @@ class SearchTranslator:
     Safe to call from several threads when the engine is: all per-call data lives on the stack.
     """
 
-    def __init__(self, engine: Engine, source_vocabulary, target_vocabulary, decode: Mapping,
-                 max_source_length: int | None = None, batch_size: int = 32):
+    def __init__(
+        self,
+        engine: Engine,
+        source_vocabulary,
+        target_vocabulary,
+        decode: Mapping,
+        max_source_length: int | None = None,
+        batch_size: int = 32,
+    ):
         self.engine = engine
         self.source_vocabulary, self.target_vocabulary = source_vocabulary, target_vocabulary
         self.decode = {key: decode[key] for key in ("beam_size", "length_penalty", "max_length_a", "max_length_b")}
         self.max_source_length = max_source_length or None
         self.batch_size = batch_size
 
-    def settings(self, beam_size: int | None = None, n_best: int = 1, length_penalty: float | None = None,
-                 max_length_a: float | None = None, max_length_b: int | None = None) -> SearchSettings:
+    def settings(
+        self,
+        beam_size: int | None = None,
+        n_best: int = 1,
+        length_penalty: float | None = None,
+        max_length_a: float | None = None,
+        max_length_b: int | None = None,
+    ) -> SearchSettings:
         """The settings of a call: the arguments given, the defaults for the others."""
-        given = dict(beam_size=beam_size or None, length_penalty=length_penalty, max_length_a=max_length_a,
-                     max_length_b=max_length_b)
-        return SearchSettings(n_best=n_best, **{key: self.decode[key] if value is None else value
-                                                for key, value in given.items()})
+        given = dict(
+            beam_size=beam_size or None,
+            length_penalty=length_penalty,
+            max_length_a=max_length_a,
+            max_length_b=max_length_b,
+        )
+        return SearchSettings(
+            n_best=n_best, **{key: self.decode[key] if value is None else value for key, value in given.items()}
+        )
 
-    def translate_ids(self, sources: Sequence[Sequence[int]], beam_size: int | None = None, n_best: int = 1,
-                      length_penalty: float | None = None, max_length_a: float | None = None,
-                      max_length_b: int | None = None, batch_size: int | None = None,
-                      progress: bool | Callable[[int], None] | None = None) -> list[list[Hypothesis]]:
+    def translate_ids(
+        self,
+        sources: Sequence[Sequence[int]],
+        beam_size: int | None = None,
+        n_best: int = 1,
+        length_penalty: float | None = None,
+        max_length_a: float | None = None,
+        max_length_b: int | None = None,
+        batch_size: int | None = None,
+        progress: bool | Callable[[int], None] | None = None,
+    ) -> list[list[Hypothesis]]:
         """Decodes id lists; returns per input up to `n_best` `Hypothesis`, in input order.
 
         `progress`: True for a progress bar on stderr, or a function called with the number
@@ -141,15 +174,19 @@ class SearchTranslator:
             bar = tqdm(total=len(sources), desc="decoding", unit="sentence", file=sys.stderr)
             progress = bar.update
         try:
-            return in_length_batches(functools.partial(self.engine.search_batch, settings=settings), sources,
-                                     batch_size or self.batch_size, progress or None)
+            return in_length_batches(
+                functools.partial(self.engine.search_batch, settings=settings),
+                sources,
+                batch_size or self.batch_size,
+                progress or None,
+            )
         finally:
             if bar:
                 bar.close()
 
     def _within_limit(self, index: int, source: list[int]) -> list[int]:
         if self.max_source_length and len(source) > self.max_source_length:
-            warnings.warn(TruncationWarning(index, len(source), self.max_source_length))
+            warnings.warn(TruncationWarning(index, len(source), self.max_source_length), stacklevel=3)
             return source[: self.max_source_length]
         return source
 
@@ -157,7 +194,8 @@ class SearchTranslator:
         """Translates lines; per input, its hypotheses best first (a blank line gives "")."""
         results = self.translate_ids([self.source_vocabulary.encode(text) for text in texts], **options)
         return [
-            [Translation("", 0.0, [])] if not text.strip()
+            [Translation("", 0.0, [])]
+            if not text.strip()
             else [Translation(self.target_vocabulary.decode(h.token_ids), h.score, h.token_ids) for h in found]
             for text, found in zip(texts, results)
         ]

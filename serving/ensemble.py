@@ -8,7 +8,7 @@ combines `StepEngine`s into one.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,8 +36,12 @@ class Ensemble:
     >>> search(ensemble.step, ensemble.encode(ids, lengths), batch_axes=ensemble.batch_axes, ...)  # doctest: +SKIP
     """
 
-    def __init__(self, encoders: Sequence[Callable], steps: Sequence[StepFunction],
-                 batch_axes: Sequence[Mapping[str, int] | None] | None = None):
+    def __init__(
+        self,
+        encoders: Sequence[Callable],
+        steps: Sequence[StepFunction],
+        batch_axes: Sequence[Mapping[str, int] | None] | None = None,
+    ):
         if not steps or len(encoders) != len(steps):
             raise ValueError(f"an ensemble needs one encoder per step function: {len(encoders)} vs {len(steps)}")
         self.encoders, self.steps = list(encoders), list(steps)
@@ -58,14 +62,18 @@ class Ensemble:
         total, updates = None, {}
         for index, step in enumerate(self.steps):
             prefix = f"{index}/"
-            member = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+            member = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
             log_probs, member_updates = step(token_ids, member)
             if isinstance(log_probs, tuple):
-                raise ValueError(f"ensemble member {index}: its step returned a top-k selection; "
-                                 "an ensemble needs full log-probabilities")
+                raise ValueError(
+                    f"ensemble member {index}: its step returned a top-k selection; "
+                    "an ensemble needs full log-probabilities"
+                )
             if total is not None and log_probs.shape != total.shape:
-                raise ValueError(f"ensemble member {index}: log-probabilities of shape {log_probs.shape}, "
-                                 f"member 0 has {total.shape} (different target vocabularies?)")
+                raise ValueError(
+                    f"ensemble member {index}: log-probabilities of shape {log_probs.shape}, "
+                    f"member 0 has {total.shape} (different target vocabularies?)"
+                )
             total = log_probs.astype(np.float32) if total is None else total + log_probs
             updates.update({prefix + key: value for key, value in member_updates.items()})
         total /= len(self.steps)
@@ -85,5 +93,6 @@ def ensemble_engine(engines: Sequence[StepEngine]) -> StepEngine:
             raise ValueError(f"ensemble member {index}: special ids differ from member 0's")
     # Full log-probabilities from every member: a top-k per member would not hold the mean's top-k.
     ensemble = Ensemble([e.encode for e in engines], [e.step for e in engines], [e.batch_axes for e in engines])
-    return StepEngine(ensemble.encode, ensemble.step, first.bos_id, first.eos_id, first.reverse_source,
-                      ensemble.batch_axes)
+    return StepEngine(
+        ensemble.encode, ensemble.step, first.bos_id, first.eos_id, first.reverse_source, ensemble.batch_axes
+    )

@@ -62,8 +62,9 @@ def atomic_path(path: str, fsync: bool = False):
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None,
-                 fsync: bool = False):
+def atomic_write(
+    path: str, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None, fsync: bool = False
+):
     """`open(path, mode)` for writing, renamed into place when the block ends without an
     error; with `fsync`, flushed to disk first (state that a resume reads after a crash)."""
     binary = "b" in mode

@@ -65,5 +65,3 @@ def load_bundle_vocabulary(path: str):
         return load_vocabulary(path)
     except Exception as error:
         raise BundleError(f"{path}: cannot read this tokenizer ({type(error).__name__}: {error})") from None
-
-

@@ -23,7 +23,7 @@ A step function has the signature::
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,8 +46,11 @@ def top_per_row(log_probs, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k == 1:
         ids = np.argmax(log_probs, axis=1)[:, None]
     else:
-        ids = np.argpartition(log_probs, vocab - k, axis=1)[:, vocab - k :] if k < vocab else (
-            np.broadcast_to(np.arange(vocab), log_probs.shape))
+        ids = (
+            np.argpartition(log_probs, vocab - k, axis=1)[:, vocab - k :]
+            if k < vocab
+            else (np.broadcast_to(np.arange(vocab), log_probs.shape))
+        )
         order = np.argsort(-np.take_along_axis(log_probs, ids, axis=1), axis=1, kind="stable")
         ids = np.take_along_axis(ids, order, axis=1)
     return np.take_along_axis(log_probs, ids, axis=1), ids.astype(np.int32)
@@ -77,9 +80,7 @@ def max_output_lengths(source_lengths: Sequence[int], a: float, b: int) -> np.nd
     return np.maximum(1, np.floor(a * lengths + b)).astype(np.int64)
 
 
-def pad_sources(
-    sequences: Sequence[Sequence[int]], reverse: bool, pad_id: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def pad_sources(sequences: Sequence[Sequence[int]], reverse: bool, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Right-pads id lists into a batch, reversing the real tokens if asked.
 
     Returns:
@@ -237,8 +238,11 @@ def _continuing(candidates: _Candidates, beam: int) -> tuple[np.ndarray, np.ndar
     live, width = c.scores.shape
     keep = np.argsort(c.is_eos, axis=1, kind="stable")[:, :beam]
     keep_flat = (keep + np.arange(0, live * width, width)[:, None]).reshape(-1)
-    return (c.parents.reshape(-1)[keep_flat].reshape(live, beam), c.words.reshape(-1)[keep_flat],
-            c.scores.reshape(-1)[keep_flat].reshape(live, beam))
+    return (
+        c.parents.reshape(-1)[keep_flat].reshape(live, beam),
+        c.words.reshape(-1)[keep_flat],
+        c.scores.reshape(-1)[keep_flat].reshape(live, beam),
+    )
 
 
 class _Finished:
@@ -261,8 +265,9 @@ class _Finished:
 
     def cut(self, sentence: int, token_ids: list[int], log_prob, length: int) -> None:
         """A live beam of a sentence at its length limit (which is done then)."""
-        self.lists[sentence].append(Hypothesis(token_ids, _normalise(log_prob, length, self.length_penalty),
-                                               float(log_prob), finished=False))
+        self.lists[sentence].append(
+            Hypothesis(token_ids, _normalise(log_prob, length, self.length_penalty), float(log_prob), finished=False)
+        )
 
     def best(self) -> list[list[Hypothesis]]:
         return [sorted(found, key=lambda h: h.score, reverse=True)[: self.n_best] for found in self.lists]
@@ -284,8 +289,9 @@ def _finish_ended(finished: _Finished, candidates: _Candidates, beam: int, sente
     return any_ended
 
 
-def _finish_at_limit(finished: _Finished, at_limit, sentences, beam: int, parents, words, scores, history,
-                     length: int) -> None:
+def _finish_at_limit(
+    finished: _Finished, at_limit, sentences, beam: int, parents, words, scores, history, length: int
+) -> None:
     """The live beams of the sentences at their length limit finish, unfinished."""
     for row in np.flatnonzero(at_limit).tolist():
         for b in range(beam):

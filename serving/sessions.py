@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,9 +53,7 @@ class EncoderSession:
             raise BundleError(f"{path}: unexpected encoder inputs {self.input_names} / outputs {self.output_names}")
 
     def __call__(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
-        outputs = self.session.run(
-            self.output_names, {"source_ids": source_ids, "source_lengths": source_lengths}
-        )
+        outputs = self.session.run(self.output_names, {"source_ids": source_ids, "source_lengths": source_lengths})
         return dict(zip(self.output_names, outputs))
 
     def state(self, source_ids: np.ndarray, source_lengths: np.ndarray) -> dict:
@@ -99,8 +97,14 @@ class _OneThreadFallback:
     with fewer than `one_thread_rows` rows, where a second thread costs more than it gains
     (`ONE_THREAD_MFLOP`). CPU sessions with more than one thread only."""
 
-    def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0,
-                 open_one_thread_first: bool = False):
+    def __init__(
+        self,
+        path: str,
+        providers,
+        num_threads: int | None,
+        one_thread_rows: int = 0,
+        open_one_thread_first: bool = False,
+    ):
         self._path, self._providers, self._num_threads = path, providers, num_threads
         threads = num_threads or os.cpu_count() or 1
         cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
@@ -181,8 +185,7 @@ class DecoderStepSession(_OneThreadFallback):
         return log_probs, {"states": next_states}
 
 
-def search_feeds(beam_size: int, n_best: int, length_penalty: float, max_length_a: float,
-                 max_length_b: int) -> dict:
+def search_feeds(beam_size: int, n_best: int, length_penalty: float, max_length_a: float, max_length_b: int) -> dict:
     """The one-file translators' scalar inputs."""
     return {
         "beam_size": np.array(beam_size, np.int64),
@@ -201,8 +204,7 @@ class TranslatorGraphSession(_OneThreadFallback):
     `serving.search.beam_search`.
     """
 
-    INPUTS = {"source_ids", "source_lengths", "beam_size", "n_best", "length_penalty", "max_length_a",
-              "max_length_b"}
+    INPUTS = {"source_ids", "source_lengths", "beam_size", "n_best", "length_penalty", "max_length_a", "max_length_b"}
     OUTPUTS = ["hypotheses", "hypothesis_lengths", "scores", "log_probs", "finished"]
 
     def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
@@ -218,17 +220,32 @@ class TranslatorGraphSession(_OneThreadFallback):
         """The engine of `serving.decoding.SearchTranslator`."""
         return self(sources, **dataclasses.asdict(settings))
 
-    def __call__(self, sources: Sequence[Sequence[int]], *, beam_size: int, n_best: int, length_penalty: float,
-                 max_length_a: float, max_length_b: int) -> list[list[Hypothesis]]:
+    def __call__(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        beam_size: int,
+        n_best: int,
+        length_penalty: float,
+        max_length_a: float,
+        max_length_b: int,
+    ) -> list[list[Hypothesis]]:
         ids, lengths = pad_sources(sources, reverse=False)
-        feeds = {"source_ids": ids, "source_lengths": lengths,
-                 **search_feeds(beam_size, n_best, length_penalty, max_length_a, max_length_b)}
+        feeds = {
+            "source_ids": ids,
+            "source_lengths": lengths,
+            **search_feeds(beam_size, n_best, length_penalty, max_length_a, max_length_b),
+        }
         session = self.session_for(len(sources) * beam_size)
         hypotheses, lengths, scores, log_probs, finished = session.run(self.OUTPUTS, feeds)
         return [
             [
-                Hypothesis(hypotheses[row, rank, : lengths[row, rank]].tolist(), float(scores[row, rank]),
-                           float(log_probs[row, rank]), bool(finished[row, rank]))
+                Hypothesis(
+                    hypotheses[row, rank, : lengths[row, rank]].tolist(),
+                    float(scores[row, rank]),
+                    float(log_probs[row, rank]),
+                    bool(finished[row, rank]),
+                )
                 for rank in range(hypotheses.shape[1])
                 if np.isfinite(scores[row, rank])
             ]
@@ -236,9 +253,15 @@ class TranslatorGraphSession(_OneThreadFallback):
         ]
 
 
-
-def onnx_step_engine(encoder: EncoderSession, decoder_step: DecoderStepSession, *, bos_id: int, eos_id: int,
-                     reverse_source: bool, top_k: bool | None = None) -> StepEngine:
+def onnx_step_engine(
+    encoder: EncoderSession,
+    decoder_step: DecoderStepSession,
+    *,
+    bos_id: int,
+    eos_id: int,
+    reverse_source: bool,
+    top_k: bool | None = None,
+) -> StepEngine:
     """The step graphs as the numpy search drives them. `top_k` (default: where the step
     graph has it) lets the graph select each row's best tokens; an ensemble member needs
     full log-probabilities instead."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 NUM_SPECIAL_IDS = 4
 UNK_ID = 1

@@ -9,17 +9,31 @@ used: its manifest's format version, and the sha256 of every file it names
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from serving.decoding import SearchTranslator, StepEngine, Translation, TruncationWarning
 from serving.ensemble import ensemble_engine
 from serving.manifest import FORMAT_VERSION, MANIFEST, BundleError, load_bundle_vocabulary, read_manifest, sha256_of
-from serving.sessions import (DecoderStepSession, EncoderSession, TranslatorGraphSession, onnx_step_engine,
-                              one_thread_rows)
+from serving.sessions import (
+    DecoderStepSession,
+    EncoderSession,
+    TranslatorGraphSession,
+    one_thread_rows,
+    onnx_step_engine,
+)
 
 ENGINES = ("graph", "steps")
-__all__ = ["ENGINES", "FORMAT_VERSION", "BundleError", "EnsembleTranslator", "Translation", "Translator",
-           "TruncationWarning", "read_manifest", "sha256_of"]
+__all__ = [
+    "ENGINES",
+    "FORMAT_VERSION",
+    "BundleError",
+    "EnsembleTranslator",
+    "Translation",
+    "Translator",
+    "TruncationWarning",
+    "read_manifest",
+    "sha256_of",
+]
 
 
 class Translator(SearchTranslator):
@@ -34,8 +48,9 @@ class Translator(SearchTranslator):
     all per-call data lives on the stack.
     """
 
-    def __init__(self, bundle_dir: str, manifest: dict, providers=None, num_threads=None, int8=False,
-                 engine: str | None = None):
+    def __init__(
+        self, bundle_dir: str, manifest: dict, providers=None, num_threads=None, int8=False, engine: str | None = None
+    ):
         self.bundle_dir, self.manifest = bundle_dir, manifest
         manifest_path = os.path.join(bundle_dir, MANIFEST)
         providers = providers or ["CPUExecutionProvider"]
@@ -57,8 +72,10 @@ class Translator(SearchTranslator):
         if engine not in (None, *ENGINES):
             raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
         if engine == "graph" and graph_file is None:
-            raise BundleError(f"{manifest_path}: this bundle has no {variant} translator.onnx "
-                              "(export it again, or use the steps engine)")
+            raise BundleError(
+                f"{manifest_path}: this bundle has no {variant} translator.onnx "
+                "(export it again, or use the steps engine)"
+            )
         self.engine_name = engine or ("graph" if graph_file else "steps")
         try:
             small = one_thread_rows(manifest["config"]["model"], int8)
@@ -67,20 +84,26 @@ class Translator(SearchTranslator):
         # Only the chosen engine's graphs are opened: a graph-engine translator holds one session.
         self.graph = self.encoder = self.decoder_step = None
         if self.engine_name == "graph":
-            self.graph = TranslatorGraphSession(os.path.join(bundle_dir, graph_file), providers, num_threads,
-                                                one_thread_rows=small)
+            self.graph = TranslatorGraphSession(
+                os.path.join(bundle_dir, graph_file), providers, num_threads, one_thread_rows=small
+            )
         else:
             self.encoder = EncoderSession(os.path.join(bundle_dir, encoder_file), providers, num_threads)
-            self.decoder_step = DecoderStepSession(os.path.join(bundle_dir, step_file), providers, num_threads,
-                                                   one_thread_rows=small)
-        super().__init__(self.graph or self.step_engine(),
-                         load_bundle_vocabulary(os.path.join(bundle_dir, source_file)),
-                         load_bundle_vocabulary(os.path.join(bundle_dir, target_file)),
-                         decode, max_source_length)
+            self.decoder_step = DecoderStepSession(
+                os.path.join(bundle_dir, step_file), providers, num_threads, one_thread_rows=small
+            )
+        super().__init__(
+            self.graph or self.step_engine(),
+            load_bundle_vocabulary(os.path.join(bundle_dir, source_file)),
+            load_bundle_vocabulary(os.path.join(bundle_dir, target_file)),
+            decode,
+            max_source_length,
+        )
 
     @classmethod
-    def from_bundle(cls, path: str, providers=None, num_threads: int | None = None, int8: bool = False,
-                    engine: str | None = None):
+    def from_bundle(
+        cls, path: str, providers=None, num_threads: int | None = None, int8: bool = False, engine: str | None = None
+    ):
         """Checks the bundle (format version, sha256 of every file) and opens its sessions.
 
         Args:
@@ -93,8 +116,14 @@ class Translator(SearchTranslator):
         """The step graphs as the numpy search drives them (the steps engine only)."""
         if self.decoder_step is None:
             raise ValueError(f"{self.bundle_dir}: opened with the graph engine; open it with engine='steps'")
-        return onnx_step_engine(self.encoder, self.decoder_step, bos_id=self.special_ids["bos"],
-                                eos_id=self.special_ids["eos"], reverse_source=self.reverse_source, top_k=top_k)
+        return onnx_step_engine(
+            self.encoder,
+            self.decoder_step,
+            bos_id=self.special_ids["bos"],
+            eos_id=self.special_ids["eos"],
+            reverse_source=self.reverse_source,
+            top_k=top_k,
+        )
 
     def encode(self, source_ids, source_lengths) -> dict:
         """The search state of a padded batch (the steps engine only)."""
@@ -119,18 +148,29 @@ class EnsembleTranslator(SearchTranslator):
         first = members[0]
         for member in members:
             if member.engine_name != "steps":
-                raise ValueError(f"{member.bundle_dir}: an ensemble combines its members' steps: open every member "
-                                 "with engine='steps'")
+                raise ValueError(
+                    f"{member.bundle_dir}: an ensemble combines its members' steps: open every member "
+                    "with engine='steps'"
+                )
         for member in members[1:]:
             for side in ("source", "target"):
                 name, other = first.manifest["tokenizers"][side], member.manifest["tokenizers"][side]
                 if first.manifest["files"][name]["sha256"] != member.manifest["files"][other]["sha256"]:
-                    raise BundleError(f"{os.path.join(member.bundle_dir, other)}: the {side} tokenizer differs from "
-                                      f"{os.path.join(first.bundle_dir, name)}'s; ensemble members must share it")
+                    raise BundleError(
+                        f"{os.path.join(member.bundle_dir, other)}: the {side} tokenizer differs from "
+                        f"{os.path.join(first.bundle_dir, name)}'s; ensemble members must share it"
+                    )
             if (member.reverse_source, member.special_ids) != (first.reverse_source, first.special_ids):
-                raise BundleError(f"{member.bundle_dir}: source reversal or special ids differ from {first.bundle_dir}'s")
+                raise BundleError(
+                    f"{member.bundle_dir}: source reversal or special ids differ from {first.bundle_dir}'s"
+                )
         self.members = list(members)
         self.bundle_dir, self.manifest = first.bundle_dir, first.manifest
         # Full log-probabilities from every member: each member's step without its top-k.
-        super().__init__(ensemble_engine([member.step_engine(top_k=False) for member in members]), first.source_vocabulary, first.target_vocabulary, first.decode,
-                         first.max_source_length)
+        super().__init__(
+            ensemble_engine([member.step_engine(top_k=False) for member in members]),
+            first.source_vocabulary,
+            first.target_vocabulary,
+            first.decode,
+            first.max_source_length,
+        )

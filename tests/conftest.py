@@ -22,9 +22,7 @@ def _split_cpu() -> None:
 
     cpus = tf.config.list_physical_devices("CPU")
     try:
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-        )
+        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     except RuntimeError:
         pass  # Already initialised in this process.
 
@@ -81,6 +79,9 @@ def tiny_bundle(tiny_run, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("bundles") / "tiny")
     saved_model = str(tmp_path_factory.mktemp("saved") / "tiny")
     # The 32-unit test model is too small for INT8 to keep its quality: no INT8 limit here.
-    manifest = export_bundle(run_dir, out, ExportOptions(quantize="int8", saved_model_dir=saved_model,
-                                                         max_int8_loss=100.0, gate_sentences=40))
+    manifest = export_bundle(
+        run_dir,
+        out,
+        ExportOptions(quantize="int8", saved_model_dir=saved_model, max_int8_loss=100.0, gate_sentences=40),
+    )
     return run_dir, out, saved_model, manifest

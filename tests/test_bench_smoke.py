@@ -11,8 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run(args, tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     out = str(tmp_path / "result.json")
-    result = subprocess.run([sys.executable, *args, "--out", out], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, *args, "--out", out], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     with open(out, encoding="utf-8") as handle:
         return result.stdout, json.load(handle)
@@ -20,17 +21,41 @@ def _run(args, tmp_path):
 
 def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     run_dir, bundle_dir, _, _ = tiny_bundle
-    stdout, payload = _run(["bench/decode.py", "--bundle", bundle_dir, "--run-dir", run_dir, "--threads", "2",
-                            "--paper", "--quick", "--compare-traced",
-                            "--sentences", "4", "--latency-sentences", "2", "--repeats", "1", "--paper-sentences", "4",
-                            "--paper-latency-sentences", "2"], tmp_path)
+    stdout, payload = _run(
+        [
+            "bench/decode.py",
+            "--bundle",
+            bundle_dir,
+            "--run-dir",
+            run_dir,
+            "--threads",
+            "2",
+            "--paper",
+            "--quick",
+            "--compare-traced",
+            "--sentences",
+            "4",
+            "--latency-sentences",
+            "2",
+            "--repeats",
+            "1",
+            "--paper-sentences",
+            "4",
+            "--paper-latency-sentences",
+            "2",
+        ],
+        tmp_path,
+    )
     assert "| model | threads | engine | search | sent/s @32 |" in stdout
     engines = {row["engine"] for row in payload["rows"] if "engine" in row}
     assert {"onnxruntime float32", "onnxruntime INT8", "Keras on TensorFlow"} <= engines
     assert all(row["sent/s @32"] > 0 for row in payload["rows"] if "sent/s @32" in row)
     assert payload["ratios"] and "GFLOP/s @160" in stdout
-    assert all(row["ms/step @1"] > 0 for row in payload["rows"]
-               if "sent/s @32" in row and row["engine"].startswith("onnxruntime "))
+    assert all(
+        row["ms/step @1"] > 0
+        for row in payload["rows"]
+        if "sent/s @32" in row and row["engine"].startswith("onnxruntime ")
+    )
     assert {row["model"] for row in payload["rows"]} == {"tiny", "paper shape", "tiny (traced step)"}
     # Two threads: the one-thread small steps against all threads, and the row sweep.
     latency = [row for row in payload["rows"] if "speed-up p50" in row]
@@ -38,7 +63,8 @@ def test_decode_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     assert all(row["p50 ms, all threads"] > 0 and row["one-thread below rows"] > 0 for row in latency)
     sweep = [row for row in payload["rows"] if "1 thread speed-up" in row]
     assert {(row["model"], row["variant"]) for row in sweep} == {
-        (model, variant) for model in ("tiny", "paper shape") for variant in ("float32", "INT8")}
+        (model, variant) for model in ("tiny", "paper shape") for variant in ("float32", "INT8")
+    }
     assert "| model | threads | variant | rows | MFLOP/call |" in stdout
     assert all(row["f32 / INT8 @5"] > 0 for row in payload["rows"] if "f32 / INT8 @5" in row)
 
@@ -47,8 +73,20 @@ def test_footprint_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     run_dir, bundle_dir, _, _ = tiny_bundle
     # The serving-only environment is the test's own python here (the smoke test
     # checks the benchmark runs; bench/.serving-venv is used for real numbers).
-    stdout, payload = _run(["bench/footprint.py", "--bundle", bundle_dir, "--run-dir", run_dir,
-                            "--repeats", "1", "--serving-python", sys.executable], tmp_path)
+    stdout, payload = _run(
+        [
+            "bench/footprint.py",
+            "--bundle",
+            bundle_dir,
+            "--run-dir",
+            run_dir,
+            "--repeats",
+            "1",
+            "--serving-python",
+            sys.executable,
+        ],
+        tmp_path,
+    )
     assert "| translator | cold start s (median) |" in stdout
     assert len(payload["translators"]) == 5  # graph and steps engines, float32 and INT8; Keras
     assert all(row["peak RSS MiB (median)"] > 10 for row in payload["translators"])
@@ -56,8 +94,21 @@ def test_footprint_benchmark_prints_its_tables(tiny_bundle, tmp_path):
 
 
 def test_training_benchmark_prints_its_tables(tmp_path):
-    stdout, payload = _run(["bench/train.py", "--presets", "g2p_small,paper", "--quick", "--warmup", "1",
-                            "--steps", "2", "--paper-steps", "1"], tmp_path)
+    stdout, payload = _run(
+        [
+            "bench/train.py",
+            "--presets",
+            "g2p_small,paper",
+            "--quick",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--paper-steps",
+            "1",
+        ],
+        tmp_path,
+    )
     assert "| preset | batching | tokens/s |" in stdout
     assert len(payload["rows"]) == 4 and all(row["tokens/s"] > 0 for row in payload["rows"])
     assert {r["preset"] for r in payload["ratios"]} == {"g2p_small", "paper"}
@@ -69,17 +120,57 @@ def test_training_benchmark_prints_its_tables(tmp_path):
 def test_gpu_training_step_script_runs_under_torch_on_the_cpu(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND="torch")
     out = tmp_path / "gpu.json"
-    result = subprocess.run([sys.executable, "bench/gpu_train_step.py", "--quick", "--warmup", "1", "--steps", "2",
-                             "--batch", "8", "--length", "6", "--out", str(out)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/gpu_train_step.py",
+            "--quick",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--batch",
+            "8",
+            "--length",
+            "6",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     payload = json.loads(out.read_text())
     assert payload["backend"] == "torch" and payload["words/s"] > 0
     assert "keras_s2s, wait-free step, lean forward" in {row["variant"] for row in payload["rows"]}
-    result = subprocess.run([sys.executable, "bench/gpu_train_step.py", "--host-proxy", "--warmup", "1", "--steps", "2",
-                             "--batch", "8", "--length", "6", "--interleave", "--variants",
-                             "keras_s2s,wait_free_step,lean_forward", "--out", str(out)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/gpu_train_step.py",
+            "--host-proxy",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--batch",
+            "8",
+            "--length",
+            "6",
+            "--interleave",
+            "--variants",
+            "keras_s2s,wait_free_step,lean_forward",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "| variant | step ms (median) | words/s | vs keras_s2s |" in result.stdout
     payload = json.loads(out.read_text())
@@ -90,11 +181,26 @@ def test_gpu_training_step_script_runs_under_torch_on_the_cpu(tmp_path):
 
 def test_engines_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     bundle_dir = tiny_bundle[1]
-    stdout, payload = _run(["bench/engines.py", "--bundles", bundle_dir, "--threads", "1", "--sentences", "4",
-                            "--latency-sentences", "2", "--repeats", "1"], tmp_path)
+    stdout, payload = _run(
+        [
+            "bench/engines.py",
+            "--bundles",
+            bundle_dir,
+            "--threads",
+            "1",
+            "--sentences",
+            "4",
+            "--latency-sentences",
+            "2",
+            "--repeats",
+            "1",
+        ],
+        tmp_path,
+    )
     assert "| bundle | precision | threads | engine | batch1_p50_ms |" in stdout
     assert {(row["engine"], row["precision"]) for row in payload["python"]} == {
-        (engine, precision) for engine in ("graph", "steps") for precision in ("float32", "int8")}
+        (engine, precision) for engine in ("graph", "steps") for precision in ("float32", "int8")
+    }
     assert all(row["batch1_p50_ms"] > 0 and row["batch32_sentences_per_s"] > 0 for row in payload["python"])
     assert payload["done_sentences"][0]["rows_keeping"] >= payload["done_sentences"][0]["rows_dropping"] > 0
     runtimes = {row["runtime"]: row for row in payload["javascript"]}

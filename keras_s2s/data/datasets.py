@@ -63,9 +63,7 @@ def sword_verses(module: str) -> dict[str, str]:
             "mod2imp not found: install the SWORD tools and modules with "
             "`apt-get install libsword-utils sword-text-sparv sword-text-kjv`"
         )
-    result = subprocess.run(
-        ["mod2imp", module], capture_output=True, check=False
-    )
+    result = subprocess.run(["mod2imp", module], capture_output=True, check=False)
     output = result.stdout.decode("utf-8", errors="replace")
     if result.returncode != 0 or "$$$" not in output:
         raise RuntimeError(
@@ -103,11 +101,7 @@ def bible_pairs(source_module: str, target_module: str) -> list[Pair]:
     """Verse pairs present in both modules, in canonical order of the source."""
     sources = sword_verses(source_module)
     targets = sword_verses(target_module)
-    return [
-        Pair(text, targets[key], f"{source_module}:{key}")
-        for key, text in sources.items()
-        if key in targets
-    ]
+    return [Pair(text, targets[key], f"{source_module}:{key}") for key, text in sources.items() if key in targets]
 
 
 def load_pairs(config: DataConfig) -> list[Pair]:

@@ -50,9 +50,7 @@ def bucket_plan(
 
 def _ragged(sequences: list[list[int]]) -> tf.RaggedTensor:
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    flat = np.fromiter(
-        (token for s in sequences for token in s), dtype=np.int32, count=int(lengths.sum())
-    )
+    flat = np.fromiter((token for s in sequences for token in s), dtype=np.int32, count=int(lengths.sum()))
     return tf.RaggedTensor.from_row_lengths(flat, lengths)
 
 
@@ -94,9 +92,7 @@ def make_dataset(
     max_length = max(max(len(s), len(t) + 1) for s, t in zip(sources, targets))
     dataset = tf.data.Dataset.from_tensor_slices((_ragged(sources), _ragged(targets)))
     if shuffle:
-        dataset = dataset.shuffle(
-            shuffle_buffer or len(sources), seed=seed, reshuffle_each_iteration=True
-        )
+        dataset = dataset.shuffle(shuffle_buffer or len(sources), seed=seed, reshuffle_each_iteration=True)
 
     def prepare(source, target):
         source = tf.cast(source, tf.int32)
@@ -122,9 +118,7 @@ def make_dataset(
         if shuffle:
             dataset = dataset.shuffle(64, seed=seed + 1, reshuffle_each_iteration=True)
     else:
-        dataset = dataset.padded_batch(
-            max_batch_size, padded_shapes=padded_shapes, padding_values=padding_values
-        )
+        dataset = dataset.padded_batch(max_batch_size, padded_shapes=padded_shapes, padding_values=padding_values)
 
     def to_keras(source, decoder_input, target_output):
         mask = tf.cast(tf.not_equal(target_output, PAD_ID), tf.float32)
@@ -138,9 +132,7 @@ def make_dataset(
         dataset = dataset.repeat()
     dataset = dataset.map(to_keras, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-    )
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True
     dataset = dataset.with_options(options)
     return dataset.prefetch(tf.data.AUTOTUNE)

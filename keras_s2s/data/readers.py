@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from serving.files import atomic_write
 
@@ -45,7 +45,7 @@ def _decoded_lines(path: str) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as error:
                 raise CorpusError(
                     f"{path}:{number}: not valid UTF-8 (byte {error.start} of the "
-                    f"line, {raw[error.start:error.start + 1]!r})"
+                    f"line, {raw[error.start : error.start + 1]!r})"
                 ) from None
             if number == 1 and text.startswith(BOM):
                 text = text[1:]
@@ -68,14 +68,10 @@ def read_tsv(path: str) -> list[Pair]:
             pairs.append(Pair("", "", f"{path}:{number}"))
             continue
         if "\t" not in text:
-            raise CorpusError(
-                f"{path}:{number}: no tab between source and target in {text[:60]!r}"
-            )
+            raise CorpusError(f"{path}:{number}: no tab between source and target in {text[:60]!r}")
         source, target = text.split("\t", 1)
         if "\t" in target:
-            raise CorpusError(
-                f"{path}:{number}: more than one tab; expected source<TAB>target"
-            )
+            raise CorpusError(f"{path}:{number}: more than one tab; expected source<TAB>target")
         pairs.append(Pair(source.strip(), target.strip(), f"{path}:{number}"))
     return pairs
 
@@ -90,9 +86,7 @@ def read_parallel(source_path: str, target_path: str) -> list[Pair]:
     sources = list(_decoded_lines(source_path))
     targets = list(_decoded_lines(target_path))
     if len(sources) != len(targets):
-        shorter, longer = (
-            (source_path, target_path) if len(sources) < len(targets) else (target_path, source_path)
-        )
+        shorter, longer = (source_path, target_path) if len(sources) < len(targets) else (target_path, source_path)
         raise CorpusError(
             f"{longer}:{min(len(sources), len(targets)) + 1}: line has no partner; "
             f"{source_path} has {len(sources)} lines, {target_path} has {len(targets)}"
@@ -157,9 +151,7 @@ def filter_pairs(
         if source_length > max_length or target_length > max_length:
             report.too_long += 1
             continue
-        if max(source_length, target_length) > max_length_ratio * max(
-            min(source_length, target_length), 1
-        ):
+        if max(source_length, target_length) > max_length_ratio * max(min(source_length, target_length), 1):
             report.length_ratio += 1
             continue
         if deduplicate:
@@ -173,9 +165,7 @@ def filter_pairs(
     return kept, report
 
 
-def split_pairs(
-    pairs: list[Pair], dev_size: float, test_size: float, seed: int
-) -> dict[str, list[Pair]]:
+def split_pairs(pairs: list[Pair], dev_size: float, test_size: float, seed: int) -> dict[str, list[Pair]]:
     """Splits by distinct source, so all targets of one source share a split.
 
     Sizes below 1 are shares of the distinct sources, sizes of 1 and more are
@@ -198,9 +188,7 @@ def split_pairs(
         )
     split_of = {}
     for index, source in enumerate(sources):
-        split_of[source] = (
-            "test" if index < test_count else "dev" if index < test_count + dev_count else "train"
-        )
+        split_of[source] = "test" if index < test_count else "dev" if index < test_count + dev_count else "train"
     splits = {"train": [], "dev": [], "test": []}
     for pair in pairs:
         splits[split_of[pair.source]].append(pair)

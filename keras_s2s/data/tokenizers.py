@@ -11,10 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Iterable, Sequence
-
-from serving.files import atomic_write
-from serving.tokenizers import SentencePieceVocabulary, SymbolVocabulary
+from collections.abc import Iterable, Sequence
 
 from keras_s2s.config import (
     BOS_ID,
@@ -25,6 +22,8 @@ from keras_s2s.config import (
     UNK_ID,
     TokenizerConfig,
 )
+from serving.files import atomic_write
+from serving.tokenizers import SentencePieceVocabulary, SymbolVocabulary
 
 
 class SymbolTokenizer(SymbolVocabulary):
@@ -70,7 +69,7 @@ class SymbolTokenizer(SymbolVocabulary):
         _write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str) -> "SymbolTokenizer":
+    def load(cls, path: str) -> SymbolTokenizer:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
         if data.get("type") != "symbol" or data["symbols"][:NUM_SPECIAL_IDS] != list(SPECIAL_TOKENS):
@@ -101,9 +100,7 @@ class SentencePieceTokenizer(SentencePieceVocabulary):
             self.processor.eos_id(): "eos",
         }
         if actual != expected:
-            raise ValueError(
-                "SentencePiece model: special ids must be pad 0, unk 1, bos 2, eos 3"
-            )
+            raise ValueError("SentencePiece model: special ids must be pad 0, unk 1, bos 2, eos 3")
 
     @classmethod
     def train(
@@ -114,7 +111,7 @@ class SentencePieceTokenizer(SentencePieceVocabulary):
         character_coverage: float = 1.0,
         lowercase: bool = False,
         seed_sentences: int = 2_000_000,
-    ) -> "SentencePieceTokenizer":
+    ) -> SentencePieceTokenizer:
         """Trains a model in memory on `texts`."""
         import sentencepiece as spm
 
@@ -145,7 +142,7 @@ class SentencePieceTokenizer(SentencePieceVocabulary):
         )
 
     @classmethod
-    def load(cls, path: str) -> "SentencePieceTokenizer":
+    def load(cls, path: str) -> SentencePieceTokenizer:
         with open(path, "rb") as handle:
             proto = handle.read()
         lowercase = False
@@ -185,9 +182,7 @@ def build_tokenizers(config: TokenizerConfig, sources: list[str], targets: list[
         joint = SentencePieceTokenizer.train(sources + targets, config.vocabulary_size, **options)
         return joint, joint
     return (
-        SentencePieceTokenizer.train(
-            sources, config.vocabulary_size, lowercase=config.lowercase, **options
-        ),
+        SentencePieceTokenizer.train(sources, config.vocabulary_size, lowercase=config.lowercase, **options),
         SentencePieceTokenizer.train(targets, config.vocabulary_size, **options),
     )
 

@@ -128,8 +128,13 @@ class LSTM(keras.layers.LSTM):
         from keras_s2s.torch_backend import lstm as fused
 
         paths = self.torch_paths
-        weights = dict(kernel=self.cell.kernel, recurrent_kernel=self.cell.recurrent_kernel, bias=self.cell.bias,
-                       return_sequences=self.return_sequences, one_buffer=paths.one_buffer)
+        weights = dict(
+            kernel=self.cell.kernel,
+            recurrent_kernel=self.cell.recurrent_kernel,
+            bias=self.cell.bias,
+            return_sequences=self.return_sequences,
+            one_buffer=paths.one_buffer,
+        )
         gpu = fused.on_gpu(sequences) if paths.gpu is None else paths.gpu
         if mask is None:
             # On a GPU, Keras' own cuDNN call waits for the GPU (see `torch_backend.lstm`).
@@ -140,8 +145,14 @@ class LSTM(keras.layers.LSTM):
             return None
         method = paths.method if paths.method != "auto" else "frozen" if gpu else "packed"
         run = fused.frozen_lstm if method == "frozen" else fused.packed_lstm
-        out = run(sequences, initial_state[0], initial_state[1], mask, zero_output_for_mask=self.zero_output_for_mask,
-                  **weights)
+        out = run(
+            sequences,
+            initial_state[0],
+            initial_state[1],
+            mask,
+            zero_output_for_mask=self.zero_output_for_mask,
+            **weights,
+        )
         self.calls.add(method if out is not None else "declined")
         return out
 
@@ -165,11 +176,17 @@ class LSTM(keras.layers.LSTM):
         try:
             # cuDNN where the backend has it (TensorFlow with a GPU), as Keras does.
             return backend.lstm(
-                sequences, initial_state[0], initial_state[1], mask,
-                kernel=self.cell.kernel, recurrent_kernel=self.cell.recurrent_kernel,
-                bias=self.cell.bias, activation=self.cell.activation,
+                sequences,
+                initial_state[0],
+                initial_state[1],
+                mask,
+                kernel=self.cell.kernel,
+                recurrent_kernel=self.cell.recurrent_kernel,
+                bias=self.cell.bias,
+                activation=self.cell.activation,
                 recurrent_activation=self.cell.recurrent_activation,
-                return_sequences=self.return_sequences, go_backwards=self.go_backwards,
+                return_sequences=self.return_sequences,
+                go_backwards=self.go_backwards,
                 unroll=False,
             )
         except NotImplementedError:

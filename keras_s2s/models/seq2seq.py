@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_s2s.config import ModelConfig, PAD_ID
+from keras_s2s.config import PAD_ID, ModelConfig
 from keras_s2s.models.lstm import LSTM
 
 
@@ -66,9 +66,7 @@ class LuongAttention(keras.layers.Layer):
         context = ops.matmul(ops.cast(weights, values.dtype), values)
         return context, weights
 
-    def compute_output_shape(
-        self, query_shape, values_shape=None, value_mask_shape=None, value_lengths_shape=None
-    ):
+    def compute_output_shape(self, query_shape, values_shape=None, value_mask_shape=None, value_lengths_shape=None):
         return (
             tuple(query_shape),
             (query_shape[0], query_shape[1], values_shape[1] if values_shape else None),
@@ -118,8 +116,7 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
     """
     if not config.source_vocabulary_size or not config.target_vocabulary_size:
         raise ValueError(
-            "model.source_vocabulary_size and model.target_vocabulary_size must be "
-            "set (they come from the tokenizers)"
+            "model.source_vocabulary_size and model.target_vocabulary_size must be set (they come from the tokenizers)"
         )
     scale = config.init_scale
     hidden = config.hidden_dim
@@ -147,9 +144,7 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
         else:
             layer = _lstm(hidden, f"encoder_lstm_{index}", scale)
         encoder_layers.append(layer)
-    decoder_layers = [
-        _lstm(hidden, f"decoder_lstm_{index}", scale) for index in range(config.num_layers)
-    ]
+    decoder_layers = [_lstm(hidden, f"decoder_lstm_{index}", scale) for index in range(config.num_layers)]
     dropouts = {
         name: keras.layers.Dropout(config.dropout, name=name)
         for name in (

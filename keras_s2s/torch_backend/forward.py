@@ -29,9 +29,9 @@ import contextlib
 
 import keras
 import torch
-from keras_s2s.upstream import private_backend as backend
 
 from keras_s2s.config import PAD_ID
+from keras_s2s.upstream import private_backend as backend
 
 
 def supported(model) -> bool:
@@ -83,8 +83,9 @@ def _lstm(layer, inputs, initial_state=None, mask=None, training=False):
     else:
         initial_state = [keras.ops.cast(state, dtype) for state in initial_state]
     with _autocast(layer):
-        last, outputs, states = layer.inner_loop(_in_compute_dtype(layer, inputs), initial_state, mask,
-                                                 training=training)
+        last, outputs, states = layer.inner_loop(
+            _in_compute_dtype(layer, inputs), initial_state, mask, training=training
+        )
     output = keras.ops.cast(outputs if layer.return_sequences else last, dtype)
     return (output, *[keras.ops.cast(state, dtype) for state in states])
 

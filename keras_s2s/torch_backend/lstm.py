@@ -70,8 +70,12 @@ def _fused(data, h0, c0, weight_ih, recurrent_kernel, bias, batch_sizes=None, on
     """
     dtype = weight_ih.dtype
     bias_ih = keras.ops.convert_to_tensor(bias).to(dtype)
-    weights = [weight_ih.t(), keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(), bias_ih,
-               torch.zeros_like(bias_ih)]
+    weights = [
+        weight_ih.t(),
+        keras.ops.convert_to_tensor(recurrent_kernel).to(dtype).t(),
+        bias_ih,
+        torch.zeros_like(bias_ih),
+    ]
     weights = _flat(weights) if one_buffer else [w.contiguous() for w in weights]
     hx = (h0.unsqueeze(0), c0.unsqueeze(0))
     # has_biases, num_layers, dropout, train, bidirectional
@@ -89,9 +93,15 @@ def unmasked_lstm(inputs, initial_h, initial_c, kernel, recurrent_kernel, bias, 
     """
     kernel = keras.ops.convert_to_tensor(kernel)
     dtype = kernel.dtype
-    outputs, h_n, c_n = _fused(torch.as_tensor(inputs).to(dtype), torch.as_tensor(initial_h).to(dtype),
-                               torch.as_tensor(initial_c).to(dtype), kernel, recurrent_kernel, bias,
-                               one_buffer=one_buffer)
+    outputs, h_n, c_n = _fused(
+        torch.as_tensor(inputs).to(dtype),
+        torch.as_tensor(initial_h).to(dtype),
+        torch.as_tensor(initial_c).to(dtype),
+        kernel,
+        recurrent_kernel,
+        bias,
+        one_buffer=one_buffer,
+    )
     last_output = outputs[:, -1]
     if not return_sequences:
         outputs = last_output.unsqueeze(1)
@@ -143,8 +153,18 @@ def _masked_inputs(inputs, mask, kernel):
     return kernel, inputs, _facts(mask)
 
 
-def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
-                zero_output_for_mask=False, one_buffer=True):
+def packed_lstm(
+    inputs,
+    initial_h,
+    initial_c,
+    mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    return_sequences,
+    zero_output_for_mask=False,
+    one_buffer=True,
+):
     """Runs one LSTM layer over a right-padded masked batch as a packed sequence.
 
     Args:
@@ -175,8 +195,9 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     order = packed.sorted_indices
     h0 = torch.as_tensor(initial_h).to(dtype).index_select(0, order)
     c0 = torch.as_tensor(initial_c).to(dtype).index_select(0, order)
-    data, h_n, c_n = _fused(packed.data, h0, c0, kernel, recurrent_kernel, bias, batch_sizes=packed.batch_sizes,
-                            one_buffer=one_buffer)
+    data, h_n, c_n = _fused(
+        packed.data, h0, c0, kernel, recurrent_kernel, bias, batch_sizes=packed.batch_sizes, one_buffer=one_buffer
+    )
     restore = packed.unsorted_indices
     h_n = h_n[0].index_select(0, restore)
     c_n = c_n[0].index_select(0, restore)
@@ -191,7 +212,7 @@ def packed_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     return h_n, outputs, [h_n, c_n]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _freeze_rows(count: int, units: int, dtype, device) -> torch.Tensor:
     """`(count, 4 * units)`: input-weight rows of the padding indicator (the first; gates
     i, f, c, o) and of the zero features after it."""
@@ -201,8 +222,18 @@ def _freeze_rows(count: int, units: int, dtype, device) -> torch.Tensor:
     return rows
 
 
-def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bias, return_sequences,
-                zero_output_for_mask=False, one_buffer=True):
+def frozen_lstm(
+    inputs,
+    initial_h,
+    initial_c,
+    mask,
+    kernel,
+    recurrent_kernel,
+    bias,
+    return_sequences,
+    zero_output_for_mask=False,
+    one_buffer=True,
+):
     """Runs one LSTM layer over a right-padded masked batch without packing it.
 
     The batch runs padded through one fused call with one more input feature, 1 on
@@ -232,13 +263,15 @@ def frozen_lstm(inputs, initial_h, initial_c, mask, kernel, recurrent_kernel, bi
     extra = 8 - kernel.shape[0] % 8
     initial_h = torch.as_tensor(initial_h).to(dtype)
     initial_c = torch.as_tensor(initial_c).to(dtype)
-    indicator = facts.derived(("indicator", dtype, extra), lambda: torch.nn.functional.pad(
-        (~mask).to(dtype).unsqueeze(-1), (0, extra - 1)))
+    indicator = facts.derived(
+        ("indicator", dtype, extra), lambda: torch.nn.functional.pad((~mask).to(dtype).unsqueeze(-1), (0, extra - 1))
+    )
     data = torch.cat([inputs, indicator], dim=-1)
     weight_ih = torch.cat([kernel, _freeze_rows(extra, units, dtype, kernel.device)])
     outputs, _, c_n = _fused(data, initial_h, initial_c, weight_ih, recurrent_kernel, bias, one_buffer=one_buffer)
-    empty, rows, last = facts.derived("last", lambda: (
-        (lengths == 0)[:, None], torch.arange(batch, device=mask.device), (lengths - 1).clamp(min=0)))
+    empty, rows, last = facts.derived(
+        "last", lambda: ((lengths == 0)[:, None], torch.arange(batch, device=mask.device), (lengths - 1).clamp(min=0))
+    )
     last_real = outputs[rows, last]
     h_n = torch.where(empty, initial_h, last_real)
     # Keras' loop outputs zeros until a row's first real step.

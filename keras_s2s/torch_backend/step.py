@@ -36,6 +36,7 @@ import functools
 
 import keras
 import torch
+
 from keras_s2s.upstream import data_adapter_utils
 
 

@@ -16,8 +16,24 @@ from keras_s2s.training.optimizer import PaperSchedule, PlannedCosineDecay, lear
 from keras_s2s.training.run import train
 
 __all__ = [
-    "AtomicBackupAndRestore", "AtomicCheckpoint", "CurvePlot", "DevMetric", "FitScheduleToBudget", "PaperSchedule",
-    "PlannedCosineDecay", "PreparedData", "TimeBudget", "average_weights", "choose_strategy", "is_chief",
-    "learning_rate_schedule", "make_optimizer", "plot_curves", "prepare_data", "train", "weights_digest",
-    "worker_scratch_dir", "worker_task",
+    "AtomicBackupAndRestore",
+    "AtomicCheckpoint",
+    "CurvePlot",
+    "DevMetric",
+    "FitScheduleToBudget",
+    "PaperSchedule",
+    "PlannedCosineDecay",
+    "PreparedData",
+    "TimeBudget",
+    "average_weights",
+    "choose_strategy",
+    "is_chief",
+    "learning_rate_schedule",
+    "make_optimizer",
+    "plot_curves",
+    "prepare_data",
+    "train",
+    "weights_digest",
+    "worker_scratch_dir",
+    "worker_task",
 ]

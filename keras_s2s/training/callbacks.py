@@ -111,8 +111,10 @@ class FitScheduleToBudget(keras.callbacks.Callback):
         self.schedule.plan(total)
         after = self.schedule.planned_total_steps
         if self.chief and abs(after - before) > 0.01 * max(before, 1):
-            log(f"time budget: the learning-rate decay now ends at step {after} "
-                f"(was {before}; {self.planned_steps} planned)")
+            log(
+                f"time budget: the learning-rate decay now ends at step {after} "
+                f"(was {before}; {self.planned_steps} planned)"
+            )
 
 
 class DevMetric(keras.callbacks.Callback):
@@ -156,7 +158,6 @@ class DevMetric(keras.callbacks.Callback):
         log(f"epoch {epoch + 1}: {summary} (greedy, {len(self.sources)} sentences)")
 
 
-
 class CurvePlot(keras.callbacks.Callback):
     """Redraws `training_curves.png` from `train_log.csv` after every epoch."""
 
@@ -171,4 +172,3 @@ class CurvePlot(keras.callbacks.Callback):
                 plot_curves(self.run_dir)
             except Exception as error:  # A plot must never stop training.
                 log(f"could not draw training curves: {error}")
-

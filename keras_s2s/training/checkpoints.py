@@ -30,7 +30,8 @@ def _copy_atomically(source: str, path: str) -> None:
 def _epoch_weight_files(directory: str) -> list[str]:
     """`epoch_NNNN.weights.h5` files in `directory`, oldest first."""
     names = sorted(
-        name for name in os.listdir(directory)
+        name
+        for name in os.listdir(directory)
         if name.startswith("epoch_") and name.endswith(".weights.h5") and ".partial" not in name
     )
     return [os.path.join(directory, name) for name in names]
@@ -79,8 +80,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     averages the files kept before the interruption too).
     """
 
-    def __init__(self, directory: str, monitor: str = "val_loss", enabled: bool = True,
-                 average_last: int = 0):
+    def __init__(self, directory: str, monitor: str = "val_loss", enabled: bool = True, average_last: int = 0):
         super().__init__()
         self.directory = directory
         self.monitor = monitor
@@ -117,7 +117,6 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if paths:
             average_weights(paths, os.path.join(self.directory, "averaged.weights.h5"))
             log(f"averaged the weights of {len(paths)} epoch(s) into {self.directory}/averaged.weights.h5")
-
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -213,4 +212,3 @@ def weights_digest(model: keras.Model) -> str:
     for weight in model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()[:16]
-

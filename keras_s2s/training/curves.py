@@ -45,4 +45,3 @@ def plot_curves(run_dir: str) -> str | None:
         figure.savefig(partial, dpi=90)
     plt.close(figure)
     return output
-

@@ -93,10 +93,7 @@ def prepare_data(config: Config, run_dir: str) -> PreparedData:
         if name == "train":
             # Subword lengths are only known now: drop over-long training pairs.
             limit = config.data.max_length
-            keep = [
-                i for i in range(len(sources))
-                if 0 < len(sources[i]) <= limit and 0 < len(targets[i]) <= limit
-            ]
+            keep = [i for i in range(len(sources)) if 0 < len(sources[i]) <= limit and 0 < len(targets[i]) <= limit]
             too_long = len(sources) - len(keep)
             sources = [sources[i] for i in keep]
             targets = [targets[i] for i in keep]
@@ -111,4 +108,3 @@ def prepare_data(config: Config, run_dir: str) -> PreparedData:
         f"target {target_tokenizer.vocabulary_size}"
     )
     return PreparedData(splits, ids, source_tokenizer, target_tokenizer, report)
-

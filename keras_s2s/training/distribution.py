@@ -46,5 +46,3 @@ def worker_scratch_dir(run_dir: str, strategy: tf.distribute.Strategy) -> str:
     """
     task_type, task_id = worker_task(strategy)
     return os.path.join(run_dir, f".worker_{task_type}_{task_id}")
-
-

@@ -27,9 +27,7 @@ class PaperSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         epoch = keras.ops.cast(step, "float32") / float(self.steps_per_epoch)
-        halvings = keras.ops.floor(
-            keras.ops.maximum(epoch - self.decay_start, 0.0) / self.decay_every
-        )
+        halvings = keras.ops.floor(keras.ops.maximum(epoch - self.decay_start, 0.0) / self.decay_every)
         return self.initial * keras.ops.power(0.5, halvings)
 
     def get_config(self):
@@ -105,4 +103,3 @@ def make_optimizer(config: Config, steps_per_epoch: int, rate=None) -> keras.opt
     if config.training.optimizer == "paper_sgd":
         return keras.optimizers.SGD(rate, global_clipnorm=clip)
     return keras.optimizers.Adam(rate, global_clipnorm=clip)
-

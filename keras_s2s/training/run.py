@@ -113,8 +113,10 @@ def train(
     if chief:
         with atomic_write(os.path.join(run_dir, "train_summary.json")) as handle:
             json.dump(summary, handle, indent=2)
-    log(f"done: {summary['epochs_run']} epoch(s) in {summary['seconds'] / 60:.1f} min; "
-        f"best dev loss {summary['best_val_loss']:.4f}; weights digest {summary['weights_digest']}")
+    log(
+        f"done: {summary['epochs_run']} epoch(s) in {summary['seconds'] / 60:.1f} min; "
+        f"best dev loss {summary['best_val_loss']:.4f}; weights digest {summary['weights_digest']}"
+    )
     model.seq2seq_config = config.model
     summary["model"] = model
     return summary
@@ -134,8 +136,11 @@ def _mixed_precision(setting: str):
 
 def _sized_to_vocabularies(config: Config, data: PreparedData) -> Config:
     """The config with the model's vocabulary sizes taken from the tokenizers."""
-    model = dataclasses.replace(config.model, source_vocabulary_size=data.source_tokenizer.vocabulary_size,
-                                target_vocabulary_size=data.target_tokenizer.vocabulary_size)
+    model = dataclasses.replace(
+        config.model,
+        source_vocabulary_size=data.source_tokenizer.vocabulary_size,
+        target_vocabulary_size=data.target_tokenizer.vocabulary_size,
+    )
     config = dataclasses.replace(config, model=model)
     config.validate()
     return config
@@ -144,16 +149,22 @@ def _sized_to_vocabularies(config: Config, data: PreparedData) -> Config:
 def _datasets(config: Config, data: PreparedData, run_dir: str, chief: bool):
     """Length-bucketed train and dev datasets, and the train set's padding report."""
     training = config.training
-    options = dict(token_budget=training.token_budget, max_batch_size=training.max_batch_size,
-                   reverse_source=config.model.reverse_source, bucketing=training.bucketing)
+    options = dict(
+        token_budget=training.token_budget,
+        max_batch_size=training.max_batch_size,
+        reverse_source=config.model.reverse_source,
+        bucketing=training.bucketing,
+    )
     train_options = dict(shuffle=True, seed=training.seed, shuffle_buffer=training.shuffle_buffer, **options)
     # One repeating iterator serves the whole run (every pass reshuffles; fit gets
     # `steps_per_epoch`): with a finite dataset Keras would start a new iterator each
     # epoch, and releasing the last one can stall an epoch's start for a long time.
     train_dataset = make_dataset(*data.ids["train"], repeat=True, **train_options)
     padding = padding_share(make_dataset(*data.ids["train"], **train_options))
-    log(f"train: {padding['batches']} batches per epoch, {padding['real_tokens']} real tokens, "
-        f"padding share {100 * padding['padding_share']:.1f}%")
+    log(
+        f"train: {padding['batches']} batches per epoch, {padding['real_tokens']} real tokens, "
+        f"padding share {100 * padding['padding_share']:.1f}%"
+    )
     if chief:
         with atomic_write(os.path.join(run_dir, "padding.json")) as handle:
             json.dump(padding, handle, indent=2)
@@ -164,18 +175,25 @@ def _datasets(config: Config, data: PreparedData, run_dir: str, chief: bool):
     return train_dataset, dev_dataset, padding
 
 
-def _callbacks(config: Config, data: PreparedData, run_dir: str, strategy, chief: bool, budget: TimeBudget,
-               schedule) -> list:
+def _callbacks(
+    config: Config, data: PreparedData, run_dir: str, strategy, chief: bool, budget: TimeBudget, schedule
+) -> list:
     training = config.training
     callbacks = []
     if training.eval_sample_size and data.splits["dev"] and chief:
         # Decoding a sample is local work; only the chief's logs are kept.
         callbacks.append(DevMetric(config, data, training.eval_sample_size))
     callbacks += [
-        AtomicBackupAndRestore(os.path.join(run_dir, "backup"), strategy=strategy, chief=chief,
-                               save_freq=training.save_every_steps or "epoch", delete_checkpoint=True),
-        AtomicCheckpoint(os.path.join(run_dir, "checkpoints"), enabled=chief,
-                         average_last=training.average_last_epochs),
+        AtomicBackupAndRestore(
+            os.path.join(run_dir, "backup"),
+            strategy=strategy,
+            chief=chief,
+            save_freq=training.save_every_steps or "epoch",
+            delete_checkpoint=True,
+        ),
+        AtomicCheckpoint(
+            os.path.join(run_dir, "checkpoints"), enabled=chief, average_last=training.average_last_epochs
+        ),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "train_log.csv"), append=True),
         budget,
         CurvePlot(run_dir, enabled=chief),
@@ -187,6 +205,7 @@ def _callbacks(config: Config, data: PreparedData, run_dir: str, strategy, chief
     if training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(patience=training.early_stopping_patience))
     if training.reduce_lr_patience and training.optimizer == "adam":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=training.reduce_lr_patience,
-                                                           min_lr=1e-5, verbose=1))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=training.reduce_lr_patience, min_lr=1e-5, verbose=1)
+        )
     return callbacks

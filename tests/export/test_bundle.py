@@ -26,9 +26,17 @@ def test_manifest_records_files_gate_and_versions(bundle):
     _, out, _, manifest = bundle
     on_disk = json.load(open(os.path.join(out, "manifest.json")))
     assert on_disk["format_version"] == 1 and on_disk["checkpoint"] == "best"
-    assert set(on_disk["files"]) == {"encoder.onnx", "decoder_step.onnx", "translator.onnx", "encoder.int8.onnx",
-                                     "decoder_step.int8.onnx", "translator.int8.onnx", "translator.text.onnx",
-                                     "source_tokenizer.json", "target_tokenizer.json"}
+    assert set(on_disk["files"]) == {
+        "encoder.onnx",
+        "decoder_step.onnx",
+        "translator.onnx",
+        "encoder.int8.onnx",
+        "decoder_step.int8.onnx",
+        "translator.int8.onnx",
+        "translator.text.onnx",
+        "source_tokenizer.json",
+        "target_tokenizer.json",
+    }
     assert on_disk["models"]["float32"]["text_translator"] == "translator.text.onnx"
     assert on_disk["gate"]["text_translator"]["identical_share"] == 1.0
     assert on_disk["models"]["float32"]["translator"] == "translator.onnx"
@@ -36,8 +44,15 @@ def test_manifest_records_files_gate_and_versions(bundle):
     for variant in ("float32", "int8"):
         entry = on_disk["gate"]["translator"][variant]
         assert entry["identical_share"] == 1.0 and entry["max_score_diff"] <= 1e-5 and entry["sentences"] == 40
-    assert on_disk["tensors"]["translator"]["inputs"] == ["source_ids", "source_lengths", "beam_size", "n_best",
-                                                          "length_penalty", "max_length_a", "max_length_b"]
+    assert on_disk["tensors"]["translator"]["inputs"] == [
+        "source_ids",
+        "source_lengths",
+        "beam_size",
+        "n_best",
+        "length_penalty",
+        "max_length_a",
+        "max_length_b",
+    ]
     assert on_disk["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
     assert on_disk["gate"]["max_abs_log_prob_diff"] <= 1e-4
     assert on_disk["gate"]["identical_beam1"] == on_disk["gate"]["identical_beam5"] == 1.0
@@ -48,11 +63,14 @@ def test_manifest_records_files_gate_and_versions(bundle):
     assert not [name for name in os.listdir(os.path.dirname(out)) if ".partial-" in name or ".old-" in name]
     # The source limit is the longest training source in tokens.
     run_dir = bundle[0]
-    from keras_s2s.data.tokenizers import load_tokenizers
     from keras_s2s.config import Config
+    from keras_s2s.data.tokenizers import load_tokenizers
+
     source_tokenizer, _ = load_tokenizers(run_dir, Config.load(os.path.join(run_dir, "config.json")).tokenizer)
-    lengths = [len(source_tokenizer.encode(line.split("\t")[0]))
-               for line in open(os.path.join(run_dir, "data", "train.tsv"), encoding="utf-8").read().splitlines()]
+    lengths = [
+        len(source_tokenizer.encode(line.split("\t")[0]))
+        for line in open(os.path.join(run_dir, "data", "train.tsv"), encoding="utf-8").read().splitlines()
+    ]
     assert on_disk["max_source_length"] == max(lengths)
 
 
@@ -167,9 +185,14 @@ def test_the_averaged_weights_can_be_exported(bundle, tmp_path, capsys):
 
 def test_translate_cli_keeps_lines(bundle):
     _, out, _, _ = bundle
-    data = "hello\n\n   \nworld\n".encode() + b"bad\xffbyte\n"
-    result = subprocess.run([sys.executable, "-m", "serving.cli", out, "--beam", "2"], input=data,
-                            capture_output=True, cwd=ROOT, timeout=120)
+    data = b"hello\n\n   \nworld\n" + b"bad\xffbyte\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "serving.cli", out, "--beam", "2"],
+        input=data,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr.decode()
     lines = result.stdout.decode().split("\n")
     assert len(lines) == 6 and lines[-1] == ""
@@ -183,8 +206,13 @@ def test_export_killed_midway_leaves_the_old_bundle_and_is_cleaned_up(bundle, tm
     shutil.copytree(out, target)
     before = {name: (target / name).read_bytes() for name in os.listdir(target)}
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen([sys.executable, "-m", "export.cli", run_dir, "--out", str(target)],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "export.cli", run_dir, "--out", str(target)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     partial = []
     while time.monotonic() < deadline and process.poll() is None:

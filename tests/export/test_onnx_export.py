@@ -11,6 +11,7 @@ from keras_s2s.decoder import KerasTranslator
 from keras_s2s.models import build_inference_models, build_seq2seq
 from serving.search import beam_search, max_output_lengths, pad_sources
 
+
 def sessions(out_dir: str):
     """onnxruntime sessions for the two graphs in `out_dir` (CPU, one thread)."""
     import onnxruntime as ort
@@ -50,8 +51,14 @@ CASES = {
 
 @pytest.fixture(scope="module", params=list(CASES))
 def exported(request, tmp_path_factory):
-    config = ModelConfig(hidden_dim=16, embedding_dim=8, dropout=0.0, source_vocabulary_size=25,
-                         target_vocabulary_size=30, **CASES[request.param])
+    config = ModelConfig(
+        hidden_dim=16,
+        embedding_dim=8,
+        dropout=0.0,
+        source_vocabulary_size=25,
+        target_vocabulary_size=30,
+        **CASES[request.param],
+    )
     keras.utils.set_random_seed(5)
     model = build_seq2seq(config)
     # Larger weights than the U(-0.08, 0.08) start make differences visible.
@@ -121,7 +128,9 @@ def test_keras_and_onnx_agree_step_by_step_and_in_the_search(exported):
         o_state.update(o_update)
     assert worst <= 1e-4
     limits = max_output_lengths(lengths, 1.5, 5)
-    keras_results = beam_search(translator.step, keras_state, bos_id=BOS_ID, eos_id=EOS_ID, max_lengths=limits, beam_size=4)
+    keras_results = beam_search(
+        translator.step, keras_state, bos_id=BOS_ID, eos_id=EOS_ID, max_lengths=limits, beam_size=4
+    )
     onnx_results = beam_search(onnx_step, onnx_state, bos_id=BOS_ID, eos_id=EOS_ID, max_lengths=limits, beam_size=4)
     assert [r[0].token_ids for r in keras_results] == [r[0].token_ids for r in onnx_results]
 

@@ -42,8 +42,9 @@ def _numpy_step(weights, token_ids, states, encoder_outputs=None, source_lengths
 def _session(weights):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(decoder_step_graph(weights).SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        decoder_step_graph(weights).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _feeds(weights, rows=4, time=6, seed=0):
@@ -64,13 +65,16 @@ def _feeds(weights, rows=4, time=6, seed=0):
 @pytest.mark.parametrize("layers", [1, 3])
 def test_step_graph_matches_the_equations(attention, layers):
     # Larger weights than the U(-0.08, 0.08) start make a wrong gate order or mask visible.
-    weights = random_decoder_weights(layers, hidden=12, embedding=5, vocabulary=37, attention=attention,
-                                     seed=layers, scale=0.6)
+    weights = random_decoder_weights(
+        layers, hidden=12, embedding=5, vocabulary=37, attention=attention, seed=layers, scale=0.6
+    )
     feeds = _feeds(weights)
     log_probs, next_states, top_values, top_ids = _session(weights).run(
-        ["log_probs", "next_states", "top_log_probs", "top_ids"], feeds)
+        ["log_probs", "next_states", "top_log_probs", "top_ids"], feeds
+    )
     expected_log_probs, expected_states = _numpy_step(
-        weights, feeds["token_ids"], feeds["states"], feeds.get("encoder_outputs"), feeds.get("source_lengths"))
+        weights, feeds["token_ids"], feeds["states"], feeds.get("encoder_outputs"), feeds.get("source_lengths")
+    )
     np.testing.assert_allclose(next_states, expected_states, atol=1e-5)
     np.testing.assert_allclose(log_probs, expected_log_probs, atol=1e-5)
     np.testing.assert_array_equal(top_ids, np.argsort(-expected_log_probs, axis=-1)[:, :3])
@@ -98,8 +102,9 @@ def test_step_graph_has_no_shape_plumbing():
     weights = random_decoder_weights(2, hidden=8, embedding=4, vocabulary=2048, attention=True)
     graph = decoder_step_graph(weights).graph
     selection = {"top_log_probs", "top_ids"}
-    ops = collections.Counter(node.op_type for node in graph.node
-                              if not (selection & set(node.output) or node.output[0].startswith("top_k/")))
+    ops = collections.Counter(
+        node.op_type for node in graph.node if not (selection & set(node.output) or node.output[0].startswith("top_k/"))
+    )
     assert ops["LSTM"] == 2
     assert ops["Cast"] == 1
     assert not {"Transpose", "Loop", "Scan", "If", "Expand", "Not"} & set(ops)

@@ -11,12 +11,18 @@ from export.top_k import block_size, top_k_nodes
 def _session(vocabulary, two_stage):
     nodes, initializers = top_k_nodes("scores", vocabulary if two_stage else None)
     graph = helper.make_graph(
-        nodes, "select",
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["rows", vocabulary]),
-         helper.make_tensor_value_info("top_k", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["rows", "k"]),
-         helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["rows", "k"])],
-        initializers)
+        nodes,
+        "select",
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["rows", vocabulary]),
+            helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["rows", "k"]),
+            helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["rows", "k"]),
+        ],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     options = ort.SessionOptions()

@@ -13,15 +13,19 @@ from export.checks import ExportError, check_translator
 from export.search_graph import translator_graph
 from export.translator_export import compare_engines, write_translator
 from graphs import random_models
-from serving.search import in_length_batches
-from serving.tokenizers import load_vocabulary
 from serving.decoding import SearchSettings
+from serving.search import in_length_batches
 from serving.sessions import TranslatorGraphSession
+from serving.tokenizers import load_vocabulary
 
 BOS, EOS = 2, 3
-GRID = [SearchSettings(beam, n_best, penalty, a, b)
-        for beam in (1, 2, 5) for n_best in sorted({1, beam}) for penalty in (0.0, 0.6, 1.0)
-        for a, b in ((1.5, 5), (1.2, 10), (0.7, 0))]
+GRID = [
+    SearchSettings(beam, n_best, penalty, a, b)
+    for beam in (1, 2, 5)
+    for n_best in sorted({1, beam})
+    for penalty in (0.0, 0.6, 1.0)
+    for a, b in ((1.5, 5), (1.2, 10), (0.7, 0))
+]
 
 
 def _assert_identical(report):
@@ -34,8 +38,7 @@ def _random_bundle(directory, attention, vocabulary=12, scale=1.0, seed=0):
     encoder, step = random_models(attention, vocabulary=vocabulary, scale=scale, seed=seed)
     onnx.save(encoder, os.path.join(directory, "encoder.onnx"))
     onnx.save(step, os.path.join(directory, "decoder_step.onnx"))
-    write_translator(str(directory), "", reverse_source=True, bos_id=BOS, eos_id=EOS, encoder_lstms=2,
-                     decoder_lstms=2)
+    write_translator(str(directory), "", reverse_source=True, bos_id=BOS, eos_id=EOS, encoder_lstms=2, decoder_lstms=2)
     return str(directory)
 
 
@@ -75,8 +78,9 @@ def test_the_trained_tiny_model_gives_the_step_engine_results_over_the_grid(tiny
     run_dir, bundle_dir, _, _ = tiny_bundle
     sources, manifest = _bundle_sources(run_dir, bundle_dir)
     assert len(sources) == 500
-    report = compare_engines(bundle_dir, suffix, sources, GRID, reverse_source=manifest["reverse_source"],
-                             bos_id=BOS, eos_id=EOS)
+    report = compare_engines(
+        bundle_dir, suffix, sources, GRID, reverse_source=manifest["reverse_source"], bos_id=BOS, eos_id=EOS
+    )
     _assert_identical(report)
 
 
@@ -85,19 +89,28 @@ def test_edge_cases(tiny_bundle, tmp_path):
     sources, manifest = _bundle_sources(run_dir, bundle_dir, count=20)
     limit = manifest["max_source_length"]
     edge = [[], sources[0], [5] * limit, sources[1][:1]]
-    settings = [SearchSettings(3, 3, 1.0, 0.0, 4),  # a = 0; n-best equal to the beam
-                SearchSettings(1, 1, 0.0, 0.0, 1),  # one output token
-                SearchSettings(4, 2, 0.6, 1.5, 5)]
+    settings = [
+        SearchSettings(3, 3, 1.0, 0.0, 4),  # a = 0; n-best equal to the beam
+        SearchSettings(1, 1, 0.0, 0.0, 1),  # one output token
+        SearchSettings(4, 2, 0.6, 1.5, 5),
+    ]
     for batch in ([source] for source in edge):  # batch 1
-        _assert_identical(compare_engines(bundle_dir, "", batch, settings, reverse_source=manifest["reverse_source"],
-                                          bos_id=BOS, eos_id=EOS))
-    _assert_identical(compare_engines(bundle_dir, "", edge, settings, reverse_source=manifest["reverse_source"],
-                                      bos_id=BOS, eos_id=EOS))
+        _assert_identical(
+            compare_engines(
+                bundle_dir, "", batch, settings, reverse_source=manifest["reverse_source"], bos_id=BOS, eos_id=EOS
+            )
+        )
+    _assert_identical(
+        compare_engines(
+            bundle_dir, "", edge, settings, reverse_source=manifest["reverse_source"], bos_id=BOS, eos_id=EOS
+        )
+    )
     # 2 x beam larger than the vocabulary: every token is a candidate.
     small = _random_bundle(tmp_path, attention=True, vocabulary=7)
     wide = [SearchSettings(5, 5, 1.0, 1.5, 5), SearchSettings(7, 2, 0.0, 1.2, 3)]
-    _assert_identical(compare_engines(small, "", _random_sources(60, 7, 6), wide, reverse_source=True,
-                                      bos_id=BOS, eos_id=EOS))
+    _assert_identical(
+        compare_engines(small, "", _random_sources(60, 7, 6), wide, reverse_source=True, bos_id=BOS, eos_id=EOS)
+    )
 
 
 def test_outputs_have_the_documented_shapes_and_padding(tmp_path):
@@ -106,17 +119,25 @@ def test_outputs_have_the_documented_shapes_and_padding(tmp_path):
     from serving.search import pad_sources
 
     ids, lengths = pad_sources([[5, 6, 7], [8]], reverse=False)
-    outputs = graph.session.run(None, {"source_ids": ids, "source_lengths": lengths,
-                                       "beam_size": np.array(4, np.int64), "n_best": np.array(3, np.int64),
-                                       "length_penalty": np.array(1.0), "max_length_a": np.array(1.0),
-                                       "max_length_b": np.array(3, np.int64)})
+    outputs = graph.session.run(
+        None,
+        {
+            "source_ids": ids,
+            "source_lengths": lengths,
+            "beam_size": np.array(4, np.int64),
+            "n_best": np.array(3, np.int64),
+            "length_penalty": np.array(1.0),
+            "max_length_a": np.array(1.0),
+            "max_length_b": np.array(3, np.int64),
+        },
+    )
     named = dict(zip([o.name for o in graph.session.get_outputs()], outputs))
     assert named["hypotheses"].dtype == np.int32 and named["hypotheses"].shape[:2] == (2, 3)
     assert named["hypotheses"].shape[2] == named["hypothesis_lengths"].max()
     for name in ("hypothesis_lengths", "scores", "log_probs", "finished"):
         assert named[name].shape == (2, 3)
     for row, rank in itertools.product(range(2), range(3)):
-        assert not named["hypotheses"][row, rank, named["hypothesis_lengths"][row, rank]:].any()
+        assert not named["hypotheses"][row, rank, named["hypothesis_lengths"][row, rank] :].any()
     assert np.all(np.diff(named["scores"], axis=1) <= 0)  # best first
 
 
@@ -130,13 +151,21 @@ def test_the_check_refuses_a_graph_whose_search_is_not_one_loop_over_fused_lstms
     outer = next(node for node in model.graph.node if node.op_type == "Loop").attribute[0].g
     steps = next(node for node in outer.node if node.op_type == "Loop").attribute[0].g
     assert sum(node.op_type == "LSTM" for node in steps.node) == 2
-    steps.node.append(helper.make_node("Scan", [], ["nothing"], body=helper.make_graph([], "empty", [], []),
-                                       num_scan_inputs=0))
+    steps.node.append(
+        helper.make_node("Scan", [], ["nothing"], body=helper.make_graph([], "empty", [], []), num_scan_inputs=0)
+    )
     with pytest.raises(ExportError, match="loop body contains Scan"):
         check_translator(model, 2, 2, "translator.onnx")
     steps.node.pop()
-    outer.node.append(helper.make_node("If", ["cond_in"], [], then_branch=helper.make_graph([], "a", [], []),
-                                       else_branch=helper.make_graph([], "b", [], [])))
+    outer.node.append(
+        helper.make_node(
+            "If",
+            ["cond_in"],
+            [],
+            then_branch=helper.make_graph([], "a", [], []),
+            else_branch=helper.make_graph([], "b", [], []),
+        )
+    )
     with pytest.raises(ExportError, match="outer loop must hold one Loop"):
         check_translator(model, 2, 2, "translator.onnx")
 
@@ -176,9 +205,19 @@ def test_the_text_graph_equals_the_tokenizers_around_the_id_graph(tiny_bundle):
     with open(os.path.join(run_dir, "data", "dev.tsv"), encoding="utf-8") as handle:
         words = [line.split("\t")[0] for line in handle.read().splitlines()]
     texts = words + AWKWARD_LINES + ["", "🙂🙂🙂", "\u00e9t\u00e9", "zebra\u200b", "a" * manifest["max_source_length"]]
-    settings = [SearchSettings(1, 1, 1.0, 1.5, 5), SearchSettings(5, 5, 0.6, 1.2, 10), SearchSettings(2, 1, 0.0, 0.7, 0)]
-    report = compare_text(bundle_dir, manifest["tokenizers"]["source"], manifest["tokenizers"]["target"],
-                          manifest["max_source_length"], texts, settings)
+    settings = [
+        SearchSettings(1, 1, 1.0, 1.5, 5),
+        SearchSettings(5, 5, 0.6, 1.2, 10),
+        SearchSettings(2, 1, 0.0, 0.7, 0),
+    ]
+    report = compare_text(
+        bundle_dir,
+        manifest["tokenizers"]["source"],
+        manifest["tokenizers"]["target"],
+        manifest["max_source_length"],
+        texts,
+        settings,
+    )
     _assert_identical(report)
 
 

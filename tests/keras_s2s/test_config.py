@@ -14,8 +14,14 @@ def test_presets_load_and_round_trip(preset):
 
 def test_round_trip_keeps_every_field():
     config = Config().override(
-        ["model.num_layers=3", "model.attention=luong", "training.learning_rate=0.5",
-         "data.dataset=tsv", "data.path=x.tsv", "tokenizer.joint=true"]
+        [
+            "model.num_layers=3",
+            "model.attention=luong",
+            "training.learning_rate=0.5",
+            "data.dataset=tsv",
+            "data.path=x.tsv",
+            "tokenizer.joint=true",
+        ]
     )
     again = Config.from_json(config.to_json())
     assert dataclasses.asdict(again) == dataclasses.asdict(config)

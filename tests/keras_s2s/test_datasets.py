@@ -60,13 +60,33 @@ def test_bible_subwords_train_and_score_bleu(tmp_path, capsys):
     from keras_s2s.cli import main
 
     run_dir = str(tmp_path / "bible")
-    code = main([
-        "train", "--config", "bible_small", "--run-dir", run_dir, "--verbose", "0",
-        "--set", "data.limit=400", "--set", "data.dev_size=20", "--set", "data.test_size=20",
-        "--set", "tokenizer.vocabulary_size=300", "--set", "model.hidden_dim=32",
-        "--set", "model.embedding_dim=16", "--set", "training.epochs=1",
-        "--set", "training.eval_sample_size=10",
-    ])
+    code = main(
+        [
+            "train",
+            "--config",
+            "bible_small",
+            "--run-dir",
+            run_dir,
+            "--verbose",
+            "0",
+            "--set",
+            "data.limit=400",
+            "--set",
+            "data.dev_size=20",
+            "--set",
+            "data.test_size=20",
+            "--set",
+            "tokenizer.vocabulary_size=300",
+            "--set",
+            "model.hidden_dim=32",
+            "--set",
+            "model.embedding_dim=16",
+            "--set",
+            "training.epochs=1",
+            "--set",
+            "training.eval_sample_size=10",
+        ]
+    )
     assert code == 0
     assert main(["evaluate", run_dir, "--beam", "2", "--samples", "1"]) == 0
     printed = capsys.readouterr().out

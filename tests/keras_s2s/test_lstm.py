@@ -6,6 +6,7 @@ import pytest
 
 from keras_s2s.models.lstm import LSTM
 
+
 def _lstm_outputs_and_gradients(layer, x, mask, h0, c0):
     import tensorflow as tf
 
@@ -14,8 +15,7 @@ def _lstm_outputs_and_gradients(layer, x, mask, h0, c0):
         tape.watch(x)
         out = layer(x, mask=tf.constant(mask), initial_state=[tf.constant(h0), tf.constant(c0)])
         draw = np.random.default_rng(7)
-        loss = sum(tf.reduce_sum(tf.cast(o, "float32") * draw.normal(size=o.shape).astype("float32"))
-                   for o in out)
+        loss = sum(tf.reduce_sum(tf.cast(o, "float32") * draw.normal(size=o.shape).astype("float32")) for o in out)
     grads = tape.gradient(loss, [x] + layer.trainable_variables)
     return [np.asarray(tf.cast(t, "float32")) for t in list(out) + grads]
 
@@ -36,9 +36,11 @@ def test_mixed_precision_lstm_keeps_gates_and_cell_in_float32(go_backwards):
     h0, c0 = (rng.normal(size=(batch, units)).astype("float32") for _ in range(2))
     kwargs = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
     results = {}
-    for name, cls, policy in [("float32", keras.layers.LSTM, "float32"),
-                              ("ours", LSTM, "mixed_bfloat16"),
-                              ("keras", keras.layers.LSTM, "mixed_bfloat16")]:
+    for name, cls, policy in [
+        ("float32", keras.layers.LSTM, "float32"),
+        ("ours", LSTM, "mixed_bfloat16"),
+        ("keras", keras.layers.LSTM, "mixed_bfloat16"),
+    ]:
         layer = cls(units, dtype=policy, **kwargs)
         layer.build((None, time, width))
         if name == "float32":
@@ -55,4 +57,3 @@ def test_mixed_precision_lstm_keeps_gates_and_cell_in_float32(go_backwards):
         # theirs came out less close than Keras' in 6 (kernel) and 4 (recurrent kernel).
         if name not in ("d_kernel", "d_recurrent"):
             assert ours < keras_bf16, (name, ours, keras_bf16)
-

@@ -15,8 +15,7 @@ CASES = [
 
 
 def _config(**kwargs):
-    values = dict(hidden_dim=24, embedding_dim=12, dropout=0.3,
-                  source_vocabulary_size=30, target_vocabulary_size=35)
+    values = dict(hidden_dim=24, embedding_dim=12, dropout=0.3, source_vocabulary_size=30, target_vocabulary_size=35)
     values.update(kwargs)
     return ModelConfig(**values)
 
@@ -30,7 +29,13 @@ def _batch(seed=0):
     return source, target
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['attention']}-bi{c.get('bidirectional_layers') or int(c['bidirectional_encoder'])}-L{c['num_layers']}")
+@pytest.mark.parametrize(
+    "case",
+    CASES,
+    ids=lambda c: (
+        f"{c['attention']}-bi{c.get('bidirectional_layers') or int(c['bidirectional_encoder'])}-L{c['num_layers']}"
+    ),
+)
 def test_step_by_step_decoding_reproduces_teacher_forcing(case):
     config = _config(**case)
     model = build_seq2seq(config)
@@ -57,7 +62,8 @@ def test_padding_does_not_change_the_encoder_state(bidirectional_layers):
     config = _config(attention="luong", bidirectional_layers=bidirectional_layers, num_layers=2)
     model = build_seq2seq(config)
     assert [isinstance(model.get_layer(f"encoder_lstm_{i}"), keras.layers.Bidirectional) for i in range(2)] == [
-        i < bidirectional_layers for i in range(2)]
+        i < bidirectional_layers for i in range(2)
+    ]
     encoder, _ = build_inference_models(model)
     source, _ = _batch()
     together = keras.ops.convert_to_numpy(encoder(source)["states"])
@@ -68,8 +74,17 @@ def test_padding_does_not_change_the_encoder_state(bidirectional_layers):
 
 def test_layers_have_stable_names_and_uniform_init():
     model = build_seq2seq(_config(num_layers=2, attention="luong"))
-    for name in ["source_embedding", "target_embedding", "encoder_lstm_0", "encoder_lstm_1",
-                 "decoder_lstm_0", "decoder_lstm_1", "attention", "attention_combine", "decoder_logits"]:
+    for name in [
+        "source_embedding",
+        "target_embedding",
+        "encoder_lstm_0",
+        "encoder_lstm_1",
+        "decoder_lstm_0",
+        "decoder_lstm_1",
+        "attention",
+        "attention_combine",
+        "decoder_logits",
+    ]:
         assert model.get_layer(name) is not None
     for weight in model.weights:
         values = keras.ops.convert_to_numpy(weight)

@@ -15,12 +15,9 @@ def _corpus(count=300, seed=0):
 def test_reversal_reverses_real_tokens_and_keeps_padding_right():
     sources = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
     targets = [[4], [4, 4], [4, 4, 4]]
-    dataset = make_dataset(sources, targets, token_budget=100, max_batch_size=3,
-                           bucketing=False, shuffle=False)
+    dataset = make_dataset(sources, targets, token_budget=100, max_batch_size=3, bucketing=False, shuffle=False)
     inputs, target_ids, mask = next(iter(dataset))
-    np.testing.assert_array_equal(
-        inputs["source_ids"].numpy(), [[7, 6, 5, 0], [9, 8, 0, 0], [13, 12, 11, 10]]
-    )
+    np.testing.assert_array_equal(inputs["source_ids"].numpy(), [[7, 6, 5, 0], [9, 8, 0, 0], [13, 12, 11, 10]])
     assert inputs["decoder_input_ids"].numpy()[0].tolist() == [BOS_ID, 4, 0, 0]
     assert target_ids.numpy()[0].tolist() == [4, EOS_ID, 0, 0]
     assert mask.numpy()[1].tolist() == [1, 1, 1, 0]
@@ -30,8 +27,9 @@ def test_reversal_reverses_real_tokens_and_keeps_padding_right():
 
 
 def test_no_reversal_when_off():
-    dataset = make_dataset([[5, 6, 7]], [[4]], token_budget=100, max_batch_size=1,
-                           reverse_source=False, bucketing=False, shuffle=False)
+    dataset = make_dataset(
+        [[5, 6, 7]], [[4]], token_budget=100, max_batch_size=1, reverse_source=False, bucketing=False, shuffle=False
+    )
     inputs, _, _ = next(iter(dataset))
     assert inputs["source_ids"].numpy().tolist() == [[5, 6, 7]]
 

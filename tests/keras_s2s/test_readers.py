@@ -1,4 +1,5 @@
 import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,7 +68,14 @@ def test_filter_counts_every_reason():
     ]
     kept, report = filter_pairs(pairs, max_length=20, max_length_ratio=3.0)
     assert kept == [Pair("abc", "abd")]
-    assert (report.total, report.kept, report.empty, report.too_long, report.length_ratio, report.duplicate) == (5, 1, 1, 1, 1, 1)
+    assert (report.total, report.kept, report.empty, report.too_long, report.length_ratio, report.duplicate) == (
+        5,
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
     kept, report = filter_pairs(pairs, max_length=20, max_length_ratio=3.0, deduplicate=False)
     assert len(kept) == 2 and report.duplicate == 0
 
@@ -85,11 +93,15 @@ def test_split_is_seeded_and_keeps_sources_together():
     assert {p.source for p in other["test"]} != {p.source for p in first["test"]}
 
 
-text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\t\r\n\x85\u2028\u2029\ufeff"),
-    min_size=1,
-    max_size=30,
-).map(str.strip).filter(bool)
+text = (
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\t\r\n\x85\u2028\u2029\ufeff"),
+        min_size=1,
+        max_size=30,
+    )
+    .map(str.strip)
+    .filter(bool)
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -123,7 +135,9 @@ def test_random_bytes_give_an_error_with_file_and_line_or_one_pair_per_line(tmp_
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",))), max_size=15))
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",))), max_size=15)
+)
 def test_parallel_files_pair_line_n_with_line_n(tmp_path_factory, lines):
     folder = tmp_path_factory.mktemp("parallel")
     source, target = folder / "src.txt", folder / "tgt.txt"

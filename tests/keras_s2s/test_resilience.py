@@ -16,9 +16,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Small enough to be quick, long enough (4 epochs, a backup every 4 steps) to be
 # killed in the middle of an epoch.
 SETTINGS = [
-    "--set", "training.epochs=4",
-    "--set", "training.eval_sample_size=0",
-    "--set", "training.save_every_steps=4",
+    "--set",
+    "training.epochs=4",
+    "--set",
+    "training.eval_sample_size=0",
+    "--set",
+    "training.save_every_steps=4",
 ]
 
 
@@ -39,8 +42,13 @@ class _Process:
 
     def __init__(self, command):
         self.process = subprocess.Popen(
-            command, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace",
+            command,
+            env=_env(),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
         )
         self.lines = []
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -108,8 +116,9 @@ def single_worker_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("two") / "run")
-    output = _run(_s2s("launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir,
-                       "--verbose", "2", *SETTINGS))
+    output = _run(
+        _s2s("launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir, "--verbose", "2", *SETTINGS)
+    )
     return run_dir, output
 
 
@@ -145,16 +154,15 @@ def test_kill_9_in_mid_epoch_then_the_same_command_resumes(tmp_path, single_work
     # The run ends at the planned epoch count; only what was left ran again.
     assert _epochs_logged(run_dir) == [0, 1, 2, 3]
     assert summary["epochs_run"] == 4 - state["epoch"]
-    assert summary["best_val_loss"] == pytest.approx(
-        _summary(single_worker_run)["best_val_loss"], rel=0.05
-    )
+    assert summary["best_val_loss"] == pytest.approx(_summary(single_worker_run)["best_val_loss"], rel=0.05)
     assert not os.path.exists(os.path.join(run_dir, "backup"))
 
 
 def test_one_of_two_workers_killed_then_both_restarted(tmp_path, two_worker_run):
     run_dir = str(tmp_path / "run")
-    command = _s2s("launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir,
-                   "--verbose", "2", *SETTINGS)
+    command = _s2s(
+        "launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir, "--verbose", "2", *SETTINGS
+    )
     first = _Process(command)
     state = _wait_for_backup_mid_epoch(run_dir, first)
     pids = dict(re.findall(r"launch-local: worker (\d+) pid (\d+)", first.output))
@@ -168,7 +176,5 @@ def test_one_of_two_workers_killed_then_both_restarted(tmp_path, two_worker_run)
     summary = _summary(run_dir)
     assert summary["epochs_run"] <= 4 - state["epoch"]
     assert _epochs_logged(run_dir)[-1] == 3
-    assert summary["best_val_loss"] == pytest.approx(
-        _summary(two_worker_run[0])["best_val_loss"], rel=0.05
-    )
+    assert summary["best_val_loss"] == pytest.approx(_summary(two_worker_run[0])["best_val_loss"], rel=0.05)
     assert [name for name in os.listdir(run_dir) if name.startswith(".worker")] == []

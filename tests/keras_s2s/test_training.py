@@ -10,16 +10,22 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import tiny_config
+
 from keras_s2s.attention import attention_maps, plot_attention
 from keras_s2s.cli import main
 from keras_s2s.config import Config
 from keras_s2s.data.readers import read_tsv
 from keras_s2s.data.tokenizers import load_tokenizers
 from keras_s2s.decoder import KerasTranslator, load_run
-from keras_s2s.training import (FitScheduleToBudget, PaperSchedule, PlannedCosineDecay, TimeBudget,
-                                learning_rate_schedule, train)
+from keras_s2s.training import (
+    FitScheduleToBudget,
+    PaperSchedule,
+    PlannedCosineDecay,
+    TimeBudget,
+    learning_rate_schedule,
+    train,
+)
 
 
 def _toy_corpus(path, count, task, length=None, seed=0):
@@ -38,11 +44,20 @@ def _toy_corpus(path, count, task, length=None, seed=0):
 def _toy_config(path, *extra):
     return Config().override(
         [
-            "data.dataset=tsv", f"data.path={path}", "data.max_length_ratio=10",
-            "tokenizer.target_split=char", "model.num_layers=1", "model.hidden_dim=64",
-            "model.embedding_dim=32", "model.dropout=0", "training.learning_rate=0.01",
-            "training.token_budget=512", "training.max_batch_size=64",
-            "training.eval_sample_size=0", "decode.metric=bleu", *extra,
+            "data.dataset=tsv",
+            f"data.path={path}",
+            "data.max_length_ratio=10",
+            "tokenizer.target_split=char",
+            "model.num_layers=1",
+            "model.hidden_dim=64",
+            "model.embedding_dim=32",
+            "model.dropout=0",
+            "training.learning_rate=0.01",
+            "training.token_budget=512",
+            "training.max_batch_size=64",
+            "training.eval_sample_size=0",
+            "decode.metric=bleu",
+            *extra,
         ]
     )
 
@@ -55,10 +70,19 @@ def test_tiny_model_on_real_cmudict_reduces_loss(tiny_run):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
     assert "val_per" in rows[0] and "val_wer" in rows[0]
-    for name in ["config.json", "source_tokenizer.json", "target_tokenizer.json",
-                 "checkpoints/best.weights.h5", "checkpoints/last.weights.h5",
-                 "data/train.tsv", "data/dev.tsv", "data/test.tsv", "padding.json",
-                 "training_curves.png", "train_summary.json"]:
+    for name in [
+        "config.json",
+        "source_tokenizer.json",
+        "target_tokenizer.json",
+        "checkpoints/best.weights.h5",
+        "checkpoints/last.weights.h5",
+        "data/train.tsv",
+        "data/dev.tsv",
+        "data/test.tsv",
+        "padding.json",
+        "training_curves.png",
+        "train_summary.json",
+    ]:
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.path.isdir(os.path.join(run_dir, "tensorboard"))
     assert not os.path.exists(os.path.join(run_dir, "backup"))  # removed after a full run
@@ -80,8 +104,9 @@ def test_the_last_epochs_are_kept_and_averaged(tiny_run, capsys):
         np.testing.assert_allclose(averaged, (second + third) / 2, rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(third, last)
     assert any(not np.array_equal(a, b) for a, b in zip(weights["averaged"], weights["last"]))
-    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "1", "--samples", "0",
-                 "--checkpoint", "averaged"]) == 0
+    assert (
+        main(["evaluate", run_dir, "--split", "dev", "--beam", "1", "--samples", "0", "--checkpoint", "averaged"]) == 0
+    )
     scores = json.load(open(os.path.join(run_dir, "eval", "dev.averaged.beam1.json")))
     assert scores["checkpoint"] == "averaged" and 0 <= scores["wer"] <= 100
 
@@ -89,13 +114,20 @@ def test_the_last_epochs_are_kept_and_averaged(tiny_run, capsys):
 def test_learns_to_reverse_toy_sequences_perfectly(tmp_path):
     path = tmp_path / "reverse.tsv"
     _toy_corpus(path, 2000, "reverse")
-    config = _toy_config(path, "model.attention=luong", "training.epochs=15",
-                         "model.hidden_dim=128", "training.learning_rate=0.005",
-                         "data.dev_size=50", "data.test_size=100")
+    config = _toy_config(
+        path,
+        "model.attention=luong",
+        "training.epochs=15",
+        "model.hidden_dim=128",
+        "training.learning_rate=0.005",
+        "data.dev_size=50",
+        "data.test_size=100",
+    )
     summary = train(config, str(tmp_path / "run"), verbose=0)
     run_config = Config.load(tmp_path / "run" / "config.json")
-    translator = KerasTranslator(summary["model"], run_config,
-                                 *load_tokenizers(str(tmp_path / "run"), run_config.tokenizer))
+    translator = KerasTranslator(
+        summary["model"], run_config, *load_tokenizers(str(tmp_path / "run"), run_config.tokenizer)
+    )
     pairs = read_tsv(str(tmp_path / "run" / "data" / "test.tsv"))
     outputs = translator.translate_best([p.source for p in pairs], beam_size=1)
     assert outputs == [p.target for p in pairs]
@@ -120,16 +152,22 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path, two_cpu_stra
     assert len(tf.config.list_logical_devices("CPU")) >= 2
     path = tmp_path / "copy.tsv"
     _toy_corpus(path, 288, "copy", length=5)
-    config = _toy_config(path, "training.epochs=2", "data.dev_size=16", "data.test_size=16",
-                         "training.max_batch_size=32", "model.num_layers=2", "model.hidden_dim=16")
-    single = train(config, str(tmp_path / "single"), verbose=0,
-                   strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
-    mirrored = train(config, str(tmp_path / "mirrored"), verbose=0,
-                     strategy=two_cpu_strategy)
+    config = _toy_config(
+        path,
+        "training.epochs=2",
+        "data.dev_size=16",
+        "data.test_size=16",
+        "training.max_batch_size=32",
+        "model.num_layers=2",
+        "model.hidden_dim=16",
+    )
+    single = train(config, str(tmp_path / "single"), verbose=0, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored = train(config, str(tmp_path / "mirrored"), verbose=0, strategy=two_cpu_strategy)
     assert mirrored["epochs_run"] == single["epochs_run"] == 2
     for a, b in zip(single["model"].weights, mirrored["model"].weights):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
-                                   atol=2e-5, err_msg=a.path)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=2e-5, err_msg=a.path
+        )
     first = keras.ops.convert_to_numpy(single["model"].weights[0])
     assert not np.allclose(first, 0)
 
@@ -141,13 +179,17 @@ def test_time_budget_stops_training(tmp_path):
 
 
 @pytest.mark.parametrize("fit,mirrored", [(True, False), (False, False), (True, True)])
-def test_a_time_budget_ends_the_cosine_decay_where_it_stops_training(tmp_path, capsys, two_cpu_strategy, fit,
-                                                                     mirrored):
-    config = tiny_config(**{
-        "training.epochs": 50, "training.eval_sample_size": 0, "training.learning_rate": 0.01,
-        "training.learning_rate_schedule": "cosine", "training.final_learning_rate_ratio": 0.1,
-        "training.fit_schedule_to_budget": fit,
-    })
+def test_a_time_budget_ends_the_cosine_decay_where_it_stops_training(tmp_path, capsys, two_cpu_strategy, fit, mirrored):
+    config = tiny_config(
+        **{
+            "training.epochs": 50,
+            "training.eval_sample_size": 0,
+            "training.learning_rate": 0.01,
+            "training.learning_rate_schedule": "cosine",
+            "training.final_learning_rate_ratio": 0.1,
+            "training.fit_schedule_to_budget": fit,
+        }
+    )
     # Under the mirrored strategy the tiny batches split unevenly over the replicas.
     strategy = two_cpu_strategy if mirrored else None
     summary = train(config, str(tmp_path / "run"), max_minutes=0.001, verbose=0, strategy=strategy)
@@ -246,16 +288,16 @@ def test_evaluate_prints_per_and_wer(tiny_run, capsys):
 
 def test_evaluate_the_last_checkpoint(tiny_run, capsys):
     run_dir, _ = tiny_run
-    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
-                 "--checkpoint", "last"]) == 0
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0", "--checkpoint", "last"]) == 0
     scores = json.load(open(os.path.join(run_dir, "eval", "dev.last.beam2.json")))
     assert scores["checkpoint"] == "last" and 0 <= scores["wer"] <= 100
 
 
 def test_evaluate_with_another_length_penalty_writes_its_own_files(tiny_run, capsys):
     run_dir, _ = tiny_run
-    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
-                 "--length-penalty", "0.5"]) == 0
+    assert (
+        main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0", "--length-penalty", "0.5"]) == 0
+    )
     assert "length_penalty=0.5" in capsys.readouterr().out
     scores = json.load(open(os.path.join(run_dir, "eval", "dev.beam2.lp0.5.json")))
     assert scores["length_penalty"] == 0.5 and scores["beam_size"] == 2
@@ -265,8 +307,7 @@ def test_evaluate_an_ensemble_of_runs(tiny_run, tmp_path, capsys):
     run_dir, _ = tiny_run
     # A run with itself: the mean of two equal log-probabilities is the run alone.
     assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0"]) == 0
-    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
-                 "--ensemble", run_dir]) == 0
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0", "--ensemble", run_dir]) == 0
     eval_dir = os.path.join(run_dir, "eval")
     scores = json.load(open(os.path.join(eval_dir, "dev.beam2.ensemble2.json")))
     assert scores["ensemble"] == [os.path.abspath(run_dir)] * 2
@@ -279,8 +320,7 @@ def test_evaluate_an_ensemble_of_runs(tiny_run, tmp_path, capsys):
     vocabulary["symbols"][-1] = "XX"
     (other / "target_tokenizer.json").write_text(json.dumps(vocabulary), encoding="utf-8")
     capsys.readouterr()
-    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0",
-                 "--ensemble", str(other)]) == 2
+    assert main(["evaluate", run_dir, "--split", "dev", "--beam", "2", "--samples", "0", "--ensemble", str(other)]) == 2
     error = capsys.readouterr().err
     assert f"{other}: its tokenizers" in error and "target_tokenizer.json" in error
 
@@ -306,10 +346,25 @@ def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):
 def test_training_written_to_a_file_logs_one_line_per_epoch(tmp_path, capsys):
     path = tmp_path / "copy.tsv"
     _toy_corpus(path, 300, "copy")
-    args = ["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
-            "--set", "data.dataset=tsv", "--set", f"data.path={path}",
-            "--set", "tokenizer.target_split=char", "--set", "training.epochs=2",
-            "--set", "training.eval_sample_size=0", "--set", "decode.metric=bleu"]
+    args = [
+        "train",
+        "--config",
+        "tiny",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "data.dataset=tsv",
+        "--set",
+        f"data.path={path}",
+        "--set",
+        "tokenizer.target_split=char",
+        "--set",
+        "training.epochs=2",
+        "--set",
+        "training.eval_sample_size=0",
+        "--set",
+        "decode.metric=bleu",
+    ]
     assert main(args) == 0  # pytest's captured stdout is not a terminal
     out = capsys.readouterr().out
     epoch_lines = [line for line in out.splitlines() if " - loss: " in line]
@@ -320,8 +375,19 @@ def test_training_written_to_a_file_logs_one_line_per_epoch(tmp_path, capsys):
 def test_bad_corpus_line_is_reported_by_file_and_line(tmp_path, capsys):
     path = tmp_path / "mine.tsv"
     path.write_text("cat\tK AE T\ndog D AO G\n", encoding="utf-8")
-    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
-                 "--set", "data.dataset=tsv", "--set", f"data.path={path}"])
+    code = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "data.dataset=tsv",
+            "--set",
+            f"data.path={path}",
+        ]
+    )
     assert code == 2
     assert "mine.tsv:2: no tab" in capsys.readouterr().err
 
@@ -340,8 +406,7 @@ def test_bad_corpus_line_is_reported_by_file_and_line(tmp_path, capsys):
     ],
 )
 def test_bad_config_value_fails_before_training(tmp_path, capsys, assignment, key):
-    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
-                 "--set", assignment])
+    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"), "--set", assignment])
     assert code == 2
     assert key in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run")
@@ -350,17 +415,40 @@ def test_bad_config_value_fails_before_training(tmp_path, capsys, assignment, ke
 def test_empty_corpus_fails_before_training_and_names_the_file(tmp_path, capsys):
     path = tmp_path / "empty.tsv"
     path.write_bytes(b"")
-    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
-                 "--set", "data.dataset=tsv", "--set", f"data.path={path}"])
+    code = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "data.dataset=tsv",
+            "--set",
+            f"data.path={path}",
+        ]
+    )
     assert code == 2
     assert f"{path}: no usable pairs" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
 def test_missing_corpus_file_is_named(tmp_path, capsys):
-    code = main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "run"),
-                 "--set", "data.dataset=parallel", "--set", "data.source_path=nothere.es",
-                 "--set", f"data.target_path={tmp_path}/nothere.en"])
+    code = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "data.dataset=parallel",
+            "--set",
+            "data.source_path=nothere.es",
+            "--set",
+            f"data.target_path={tmp_path}/nothere.en",
+        ]
+    )
     assert code == 2
     assert "nothere.es: no such file" in capsys.readouterr().err
 
@@ -373,8 +461,14 @@ def test_load_run_restores_the_trained_weights(tiny_run):
 
 
 def test_mixed_precision_trains_and_restores_the_policy(tmp_path):
-    config = tiny_config(**{"training.epochs": 1, "training.mixed_precision": "bfloat16",
-                            "model.attention": "luong", "training.eval_sample_size": 5})
+    config = tiny_config(
+        **{
+            "training.epochs": 1,
+            "training.mixed_precision": "bfloat16",
+            "model.attention": "luong",
+            "training.eval_sample_size": 5,
+        }
+    )
     summary = train(config, str(tmp_path / "run"), verbose=0)
     assert summary["model"].get_layer("decoder_lstm_0").compute_dtype == "bfloat16"
     assert summary["model"].get_layer("decoder_logits").compute_dtype == "float32"

@@ -43,4 +43,3 @@ def test_the_local_batch_build_is_undone_when_its_scope_ends(two_cpu_strategy):
     assert "_maybe_symbolic_build" not in vars(model)
     with upstream.build_from_local_batch(model, tf.distribute.get_strategy()):
         assert "_maybe_symbolic_build" not in vars(model)
-

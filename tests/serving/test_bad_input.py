@@ -100,7 +100,8 @@ DAMAGES = {
     "sha256 mismatch": (_sha_mismatch, r"source_tokenizer\.json: sha256 does not match"),
     "truncated onnx": (_truncated_onnx, r"decoder_step\.onnx: sha256 does not match"),
     "truncated onnx, sha256 updated": (
-        _truncated_onnx_with_matching_sha, r"translator\.onnx: onnxruntime cannot load this model"
+        _truncated_onnx_with_matching_sha,
+        r"translator\.onnx: onnxruntime cannot load this model",
     ),
     "manifest is not json": (_manifest_not_json, r"manifest\.json: not valid JSON"),
     "manifest lacks a field": (_manifest_without_field, r"manifest\.json: field 'special_ids' is missing"),
@@ -163,8 +164,16 @@ def test_an_interrupted_translation_leaves_the_old_output_file(tiny_bundle, tmp_
 
 def _random_line(rng):
     alphabets = [
-        "abcdefghijklmnopqrstuvwxyz", "ABCXYZ", "áéíóúñü", "日本語中文", "עברית", "😀🚀👍🏽",
-        "ʃʒθðŋ", " \t", "0123456789", "\u200b\u00a0",
+        "abcdefghijklmnopqrstuvwxyz",
+        "ABCXYZ",
+        "áéíóúñü",
+        "日本語中文",
+        "עברית",
+        "😀🚀👍🏽",
+        "ʃʒθðŋ",
+        " \t",
+        "0123456789",
+        "\u200b\u00a0",
     ]
     length = rng.choice([0, 1, 3, 8, 12, 20, 40, 200])
     return "".join(rng.choice(rng.choice(alphabets)) for _ in range(length))
@@ -188,16 +197,19 @@ def test_soak_20000_random_lines_keep_count_order_and_flat_memory(tiny_bundle, t
     lines = [rng.choice(pool) for _ in range(20_000)]
     # The same line always gets the same translation, so the output can be
     # checked line by line against the pool's translations.
-    expected = {text: result[0].text for text, result in zip(
-        pool, Translator.from_bundle(tiny_bundle[1]).translate(pool, beam_size=5))}
+    expected = {
+        text: result[0].text
+        for text, result in zip(pool, Translator.from_bundle(tiny_bundle[1]).translate(pool, beam_size=5))
+    }
     source, target = tmp_path / "soak.txt", tmp_path / "soak.out"
     source.write_text("".join(line.replace("\r", " ") + "\n" for line in lines), encoding="utf-8")
 
     log = open(tmp_path / "soak.err", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", tiny_bundle[1], "-i", str(source), "-o", str(target),
-         "--beam", "5"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+        [sys.executable, "-m", "serving.cli", tiny_bundle[1], "-i", str(source), "-o", str(target), "--beam", "5"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
     samples = []  # (seconds, RSS in KiB)
     start = time.monotonic()
@@ -220,6 +232,8 @@ def test_soak_20000_random_lines_keep_count_order_and_flat_memory(tiny_bundle, t
     first = max(rss for t, rss in running if t <= 0.6 * elapsed)
     second = max(rss for t, rss in running if t > 0.6 * elapsed)
     peak = max(rss for _, rss in samples)
-    print(f"soak: 20000 lines in {elapsed:.1f} s, peak RSS {peak / 1024:.1f} MiB, "
-          f"peak in 20-60% {first / 1024:.1f} MiB, in 60-100% {second / 1024:.1f} MiB")
+    print(
+        f"soak: 20000 lines in {elapsed:.1f} s, peak RSS {peak / 1024:.1f} MiB, "
+        f"peak in 20-60% {first / 1024:.1f} MiB, in 60-100% {second / 1024:.1f} MiB"
+    )
     assert second <= first + 16 * 1024

@@ -16,9 +16,20 @@ import pytest
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "golden")
 BUNDLE, WORDS = os.path.join(HERE, "bundle"), os.path.join(HERE, "words.txt")
 SETTINGS = {  # name: s2s-translate arguments
-    f"{engine}_{precision}_beam{beam}": ["--engine", engine, "--beam", str(beam), "--n-best", str(n_best),
-                                         "--batch-size", "7"] + (["--int8"] if precision == "int8" else [])
-    for engine in ("graph", "steps") for precision in ("float32", "int8") for beam, n_best in ((1, 1), (5, 3))
+    f"{engine}_{precision}_beam{beam}": [
+        "--engine",
+        engine,
+        "--beam",
+        str(beam),
+        "--n-best",
+        str(n_best),
+        "--batch-size",
+        "7",
+    ]
+    + (["--int8"] if precision == "int8" else [])
+    for engine in ("graph", "steps")
+    for precision in ("float32", "int8")
+    for beam, n_best in ((1, 1), (5, 3))
 }
 
 

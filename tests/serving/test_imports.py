@@ -45,8 +45,6 @@ print('ok')
 
 
 def test_serving_imports_with_tensorflow_and_keras_blocked():
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCKER], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", BLOCKER], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

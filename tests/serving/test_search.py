@@ -29,7 +29,11 @@ class ToyModel:
         h = np.tanh(state["states"][0] @ self.recurrent + self.embedding[token_ids] + state["memory"])
         logits = h @ self.output
         logits[:, :2] = -1e9  # never pad or unk-like ids
-        log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+        log_probs = (
+            logits
+            - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+            - logits.max(1, keepdims=True)
+        )
         return log_probs.astype(np.float32), {"states": np.stack([h, state["states"][1]])}
 
 
@@ -42,7 +46,9 @@ def test_beam_one_equals_greedy(seed):
     model = ToyModel(seed)
     lengths = max_output_lengths([3, 5, 8, 1, 6], 1.5, 4)
     greedy = greedy_search(model.step, model.initial_state(5, seed), bos_id=BOS, eos_id=EOS, max_lengths=lengths)
-    beam = beam_search(model.step, model.initial_state(5, seed), bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=1)
+    beam = beam_search(
+        model.step, model.initial_state(5, seed), bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=1
+    )
     assert _tokens(greedy) == _tokens(beam)
     for g, b in zip(greedy, beam):
         assert g[0].score == pytest.approx(b[0].score, abs=1e-5)
@@ -75,8 +81,9 @@ def test_beam_finds_the_known_best_path_that_greedy_misses():
 
 def test_n_best_is_distinct_and_ordered():
     model = ToyModel(3)
-    results = beam_search(model.step, model.initial_state(4), bos_id=BOS, eos_id=EOS,
-                          max_lengths=[8] * 4, beam_size=6, n_best=4)
+    results = beam_search(
+        model.step, model.initial_state(4), bos_id=BOS, eos_id=EOS, max_lengths=[8] * 4, beam_size=6, n_best=4
+    )
     for found in results:
         assert len(found) == 4
         assert len({tuple(h.token_ids) for h in found}) == 4
@@ -95,7 +102,9 @@ def test_batch_equals_one_by_one(beam_size):
     together = search(model.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size)
     for i in range(batch):
         alone_state = {"states": state["states"][:, i : i + 1], "memory": state["memory"][i : i + 1]}
-        alone = search(model.step, alone_state, bos_id=BOS, eos_id=EOS, max_lengths=lengths[i : i + 1], beam_size=beam_size)
+        alone = search(
+            model.step, alone_state, bos_id=BOS, eos_id=EOS, max_lengths=lengths[i : i + 1], beam_size=beam_size
+        )
         assert alone[0][0].token_ids == together[i][0].token_ids
         assert alone[0][0].score == pytest.approx(together[i][0].score, abs=1e-5)
 
@@ -104,8 +113,9 @@ def test_outputs_respect_max_length():
     model = ToyModel(1)
     lengths = np.array([1, 2, 3])
     for beam_size in (1, 3):
-        results = search(model.step, model.initial_state(3), bos_id=BOS, eos_id=EOS,
-                         max_lengths=lengths, beam_size=beam_size)
+        results = search(
+            model.step, model.initial_state(3), bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size
+        )
         for found, limit in zip(results, lengths):
             assert len(found[0].token_ids) <= limit
 
@@ -130,8 +140,9 @@ def test_every_hypothesis_scores_what_its_tokens_score(beam_size):
     model = ToyModel(5)
     lengths = np.array([2, 9, 4, 6, 3])
     state = model.initial_state(len(lengths), 3)
-    results = beam_search(model.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths,
-                          beam_size=beam_size, n_best=beam_size)
+    results = beam_search(
+        model.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size, n_best=beam_size
+    )
     cut = 0
     for row, (found, limit) in enumerate(zip(results, lengths)):
         assert found
@@ -170,10 +181,24 @@ def test_a_step_that_selects_its_own_top_k_gives_the_same_search(beam_size):
         ids = np.argsort(-log_probs, axis=1, kind="stable")[:, :k]
         return (np.take_along_axis(log_probs, ids, axis=1), ids.astype(np.int64)), updates
 
-    full = search(model.step, model.initial_state(4, 2), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
-                  beam_size=beam_size, n_best=min(2, beam_size))
-    selected = search(selecting_step, model.initial_state(4, 2), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
-                      beam_size=beam_size, n_best=min(2, beam_size))
+    full = search(
+        model.step,
+        model.initial_state(4, 2),
+        bos_id=BOS,
+        eos_id=EOS,
+        max_lengths=lengths,
+        beam_size=beam_size,
+        n_best=min(2, beam_size),
+    )
+    selected = search(
+        selecting_step,
+        model.initial_state(4, 2),
+        bos_id=BOS,
+        eos_id=EOS,
+        max_lengths=lengths,
+        beam_size=beam_size,
+        n_best=min(2, beam_size),
+    )
     assert _tokens(full) == _tokens(selected)
     for a, b in zip(full, selected):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)
@@ -209,15 +234,23 @@ def test_sentences_leaving_keep_each_static_entry_with_its_sentence(beam_size):
         return model.step(tokens, state)
 
     lengths = max_output_lengths([1, 8, 2, 6, 3, 9, 4], 1.0, 1)
-    results = search(step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size,
-                     batch_axes={"states": 1, "memory_t": 1})
+    results = search(
+        step,
+        state,
+        bos_id=BOS,
+        eos_id=EOS,
+        max_lengths=lengths,
+        beam_size=beam_size,
+        batch_axes={"states": 1, "memory_t": 1},
+    )
     assert len(set(seen)) > 2  # rows left the batch at several steps
     for key in caller:
         np.testing.assert_array_equal(state[key], caller[key])
     for i in range(batch):
         alone = {"states": caller["states"][:, i : i + 1], "memory": caller["memory"][i : i + 1]}
-        expected = search(model.step, alone, bos_id=BOS, eos_id=EOS, max_lengths=lengths[i : i + 1],
-                          beam_size=beam_size)
+        expected = search(
+            model.step, alone, bos_id=BOS, eos_id=EOS, max_lengths=lengths[i : i + 1], beam_size=beam_size
+        )
         assert results[i][0].token_ids == expected[0][0].token_ids
 
 
@@ -234,11 +267,26 @@ def _ensemble_of(models, batch, seeds):
 def test_an_ensemble_of_one_model_is_that_model(beam_size):
     model = ToyModel(2)
     lengths = max_output_lengths([3, 5, 8, 1], 1.5, 4)
-    alone = search(model.step, model.initial_state(4, 4), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
-                   beam_size=beam_size, n_best=beam_size)
+    alone = search(
+        model.step,
+        model.initial_state(4, 4),
+        bos_id=BOS,
+        eos_id=EOS,
+        max_lengths=lengths,
+        beam_size=beam_size,
+        n_best=beam_size,
+    )
     ensemble, state = _ensemble_of([model], 4, [4])
-    together = search(ensemble.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size,
-                      n_best=beam_size, batch_axes=ensemble.batch_axes)
+    together = search(
+        ensemble.step,
+        state,
+        bos_id=BOS,
+        eos_id=EOS,
+        max_lengths=lengths,
+        beam_size=beam_size,
+        n_best=beam_size,
+        batch_axes=ensemble.batch_axes,
+    )
     assert _tokens(together) == _tokens(alone)
     for a, b in zip(alone, together):
         assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-5)
@@ -252,10 +300,22 @@ def test_ensemble_hypotheses_score_the_mean_of_their_members(beam_size):
     lengths = np.array([2, 9, 4, 6, 3])
     ensemble, state = _ensemble_of(models, len(lengths), seeds)
     assert set(state) == {f"{i}/{key}" for i in range(3) for key in ("states", "memory")}
-    results = beam_search(ensemble.step, state, bos_id=BOS, eos_id=EOS, max_lengths=lengths,
-                          beam_size=beam_size, n_best=beam_size, batch_axes=ensemble.batch_axes)
-    singles = [beam_search(m.step, m.initial_state(len(lengths), s), bos_id=BOS, eos_id=EOS, max_lengths=lengths,
-                           beam_size=beam_size) for m, s in zip(models, seeds)]
+    results = beam_search(
+        ensemble.step,
+        state,
+        bos_id=BOS,
+        eos_id=EOS,
+        max_lengths=lengths,
+        beam_size=beam_size,
+        n_best=beam_size,
+        batch_axes=ensemble.batch_axes,
+    )
+    singles = [
+        beam_search(
+            m.step, m.initial_state(len(lengths), s), bos_id=BOS, eos_id=EOS, max_lengths=lengths, beam_size=beam_size
+        )
+        for m, s in zip(models, seeds)
+    ]
     for row, found in enumerate(results):
         assert found
         for hypothesis in found:

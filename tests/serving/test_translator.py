@@ -67,17 +67,35 @@ def test_translator_runs_in_a_venv_without_tensorflow_or_keras(tiny_bundle, tmp_
     python = str(environment / "bin" / "python")
     install = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "-r", os.path.join(ROOT, "serving", "requirements.txt")],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert install.returncode == 0, install.stderr[-2000:]
-    absent = subprocess.run([python, "-c", "import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'tf2onnx') if u.find_spec(m)])"],
-                            capture_output=True, text=True)
+    absent = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'tf2onnx') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert absent.stdout.strip() == "[]"
     env = dict(os.environ, PYTHONPATH=ROOT)
-    result = subprocess.run([python, "-m", "serving.cli", tiny_bundle[1], "--beam", "5"], input="hello\n\nworld\n",
-                            capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    result = subprocess.run(
+        [python, "-m", "serving.cli", tiny_bundle[1], "--beam", "5"],
+        input="hello\n\nworld\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    expected = [r[0].text for r in Translator.from_bundle(tiny_bundle[1]).translate(["hello", "", "world"], beam_size=5)]
+    expected = [
+        r[0].text for r in Translator.from_bundle(tiny_bundle[1]).translate(["hello", "", "world"], beam_size=5)
+    ]
     assert result.stdout.split("\n")[:3] == expected
 
 
@@ -174,8 +192,9 @@ def test_an_ensemble_refuses_a_bundle_with_other_tokenizers(tiny_bundle, tmp_pat
     manifest["files"][name]["sha256"] = sha256_of(str(other / name))
     (other / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(BundleError, match=f"{name}: the target tokenizer differs"):
-        EnsembleTranslator([Translator.from_bundle(tiny_bundle[1], engine="steps"),
-                            Translator.from_bundle(str(other), engine="steps")])
+        EnsembleTranslator(
+            [Translator.from_bundle(tiny_bundle[1], engine="steps"), Translator.from_bundle(str(other), engine="steps")]
+        )
 
 
 def test_cli_ensemble_translates_every_line_in_order(tiny_bundle, tmp_path, capsys):
@@ -185,7 +204,9 @@ def test_cli_ensemble_translates_every_line_in_order(tiny_bundle, tmp_path, caps
     source.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
     single, double = tmp_path / "single.txt", tmp_path / "double.txt"
     assert main([tiny_bundle[1], "-i", str(source), "-o", str(single), "--beam", "2"]) == 0
-    assert main([tiny_bundle[1], "-i", str(source), "-o", str(double), "--beam", "2", "--ensemble", tiny_bundle[1]]) == 0
+    assert (
+        main([tiny_bundle[1], "-i", str(source), "-o", str(double), "--beam", "2", "--ensemble", tiny_bundle[1]]) == 0
+    )
     assert double.read_text(encoding="utf-8") == single.read_text(encoding="utf-8")
     assert len(double.read_text(encoding="utf-8").splitlines()) == len(WORDS)
 

@@ -46,8 +46,16 @@ def policy(request):
 @pytest.mark.parametrize("float32_logits", [True, False])
 def test_the_lean_forward_pass_gives_the_functional_models_logits_and_gradients(policy, attention, float32_logits):
     x = _inputs()
-    config = ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, dropout=0.3, attention=attention,
-                         float32_logits=float32_logits, source_vocabulary_size=20, target_vocabulary_size=20)
+    config = ModelConfig(
+        num_layers=2,
+        hidden_dim=16,
+        embedding_dim=8,
+        dropout=0.3,
+        attention=attention,
+        float32_logits=float32_logits,
+        source_vocabulary_size=20,
+        target_vocabulary_size=20,
+    )
     keras.utils.set_random_seed(1)
     model = build_seq2seq(config)
     assert lean.supported(model)
@@ -64,6 +72,14 @@ def test_the_lean_forward_pass_gives_the_functional_models_logits_and_gradients(
 
 
 def test_a_bidirectional_encoder_is_not_supported():
-    bidirectional = build_seq2seq(ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, bidirectional_encoder=True,
-                                              source_vocabulary_size=20, target_vocabulary_size=20))
+    bidirectional = build_seq2seq(
+        ModelConfig(
+            num_layers=2,
+            hidden_dim=16,
+            embedding_dim=8,
+            bidirectional_encoder=True,
+            source_vocabulary_size=20,
+            target_vocabulary_size=20,
+        )
+    )
     assert not lean.supported(bidirectional)

@@ -25,17 +25,21 @@ def _run(layer, x, mask, h0, c0, seed):
     mask = None if mask is None else torch.tensor(mask, device=DEVICE)
     out = layer(xs, mask=mask, initial_state=[torch.tensor(h0, device=DEVICE), torch.tensor(c0, device=DEVICE)])
     draw = np.random.default_rng(seed)
-    loss = sum((o * torch.tensor(draw.normal(size=tuple(o.shape)), dtype=torch.float32, device=DEVICE)).sum()
-               for o in out)
+    loss = sum(
+        (o * torch.tensor(draw.normal(size=tuple(o.shape)), dtype=torch.float32, device=DEVICE)).sum() for o in out
+    )
     loss.backward()
-    return [o.detach().cpu().numpy() for o in out] + [xs.grad.cpu().numpy()] + [
-        v.value.grad.cpu().numpy() for v in layer.trainable_variables]
+    return (
+        [o.detach().cpu().numpy() for o in out]
+        + [xs.grad.cpu().numpy()]
+        + [v.value.grad.cpu().numpy() for v in layer.trainable_variables]
+    )
 
 
-def _layers(time, paths=TorchPaths(), **kwargs):
+def _layers(time, paths=None, **kwargs):
     """keras_s2s's LSTM (with `paths`) and Keras' own, 8 units over 6 features, the same weights."""
     ours, reference = LSTM(8, **kwargs), keras.layers.LSTM(8, **kwargs)
-    ours.torch_paths = paths
+    ours.torch_paths = paths or TorchPaths()
     ours.build((None, time, 6))
     reference.build((None, time, 6))
     reference.set_weights(ours.get_weights())
@@ -47,8 +51,9 @@ def _compare(rng, mask, paths, zero_output_for_mask=False, shape=None):
     batch, time = mask.shape if shape is None else shape
     x = rng.normal(size=(batch, time, 6)).astype("float32")
     h0, c0 = (rng.normal(size=(batch, 8)).astype("float32") for _ in range(2))
-    ours, reference = _layers(time, paths, return_sequences=True, return_state=True,
-                              zero_output_for_mask=zero_output_for_mask)
+    ours, reference = _layers(
+        time, paths, return_sequences=True, return_state=True, zero_output_for_mask=zero_output_for_mask
+    )
     seed = int(rng.integers(1 << 30))
     for a, b in zip(_run(ours, x, mask, h0, c0, seed), _run(reference, x, mask, h0, c0, seed)):
         np.testing.assert_allclose(a, b, atol=ATOL)
@@ -92,8 +97,9 @@ def test_what_the_calls_derive_from_a_mask_is_computed_once_per_mask_tensor(meth
     layer, reference = _layers(4, TorchPaths(method=method), return_sequences=True)
     x = torch.tensor(rng.normal(size=(3, 4, 6)).astype("float32"), device=DEVICE)
     for _ in range(2):
-        np.testing.assert_allclose(layer(x, mask=mask).detach().cpu().numpy(),
-                                   reference(x, mask=mask).detach().cpu().numpy(), atol=ATOL)
+        np.testing.assert_allclose(
+            layer(x, mask=mask).detach().cpu().numpy(), reference(x, mask=mask).detach().cpu().numpy(), atol=ATOL
+        )
         mask[0, 3] = False  # row 0 is now 3 steps long
     assert fused._facts(mask).lengths.tolist() == [3, 2, 3]
 
@@ -113,8 +119,15 @@ def test_without_a_mask_the_gpus_path_is_one_fused_call(one_buffer):
 
 def test_the_whole_models_logits_and_gradients_equal_keras_loops():
     rng = np.random.default_rng(4)
-    config = ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, attention="luong", dropout=0.0,
-                         source_vocabulary_size=20, target_vocabulary_size=20)
+    config = ModelConfig(
+        num_layers=2,
+        hidden_dim=16,
+        embedding_dim=8,
+        attention="luong",
+        dropout=0.0,
+        source_vocabulary_size=20,
+        target_vocabulary_size=20,
+    )
     model = build_seq2seq(config)
     source = rng.integers(4, 20, (5, 9)).astype("int32")
     for row, length in enumerate([9, 4, 1, 6, 9]):

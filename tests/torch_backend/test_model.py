@@ -16,12 +16,22 @@ pytestmark = pytest.mark.torch_backend
 
 def test_the_model_builds_and_trains_without_tensorflow():
     assert keras.backend.backend() == "torch" and sys.modules["tensorflow"] is None
-    config = ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, attention="luong", bidirectional_encoder=True,
-                         source_vocabulary_size=20, target_vocabulary_size=20)
+    config = ModelConfig(
+        num_layers=2,
+        hidden_dim=16,
+        embedding_dim=8,
+        attention="luong",
+        bidirectional_encoder=True,
+        source_vocabulary_size=20,
+        target_vocabulary_size=20,
+    )
     model = build_seq2seq(config)
     build_inference_models(model)
     model.compile(optimizer=keras.optimizers.Adam(1e-2, global_clipnorm=5.0), loss=SequenceCrossEntropy())
-    x = {"source_ids": np.array([[5, 6, 0], [7, 8, 9]], "int32"), "decoder_input_ids": np.array([[2, 5], [2, 6]], "int32")}
+    x = {
+        "source_ids": np.array([[5, 6, 0], [7, 8, 9]], "int32"),
+        "decoder_input_ids": np.array([[2, 5], [2, 6]], "int32"),
+    }
     y = np.array([[5, 3], [6, 3]], "int32")
     first = float(model.train_on_batch(x, y))
     for _ in range(15):

@@ -14,8 +14,9 @@ from keras_s2s.torch_backend import step as torch_step
 
 pytestmark = pytest.mark.torch_backend
 
-CONFIG = ModelConfig(num_layers=2, hidden_dim=16, embedding_dim=8, dropout=0.0, source_vocabulary_size=20,
-                     target_vocabulary_size=20)
+CONFIG = ModelConfig(
+    num_layers=2, hidden_dim=16, embedding_dim=8, dropout=0.0, source_vocabulary_size=20, target_vocabulary_size=20
+)
 
 
 def _batches():
@@ -27,8 +28,13 @@ def _batches():
             source[row, length:] = 0
         target = rng.integers(4, 20, (6, 5)).astype("int32")
         weights = (rng.random((6, 5)) > 0.2).astype("float32")
-        batches.append(({"source_ids": torch.tensor(source), "decoder_input_ids": torch.tensor(target)},
-                        torch.tensor(target), torch.tensor(weights)))
+        batches.append(
+            (
+                {"source_ids": torch.tensor(source), "decoder_input_ids": torch.tensor(target)},
+                torch.tensor(target),
+                torch.tensor(weights),
+            )
+        )
     return batches
 
 

@@ -12,17 +12,36 @@ import numpy as np
 import pytest
 
 from bench.common import demo_page
-from serving.tokenizers import load_vocabulary
 from serving.sessions import TranslatorGraphSession, open_session
+from serving.tokenizers import load_vocabulary
 from serving.translator import Translator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WEB = os.path.join(ROOT, "web")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-TEXTS = ["hello", "", "  ", "zebra", "abracadabra", "🙂", "a🙂b", "ÀÉÎ", "x", "sequence", "HELLO", "q" * 80,
-         "onnxruntime", "keras", "to", "phoneme"]
-SETTINGS = [{"beamSize": 1, "nBest": 1}, {"beamSize": 3, "nBest": 3},
-            {"beamSize": 5, "nBest": 2, "lengthPenalty": 0.6, "maxLengthA": 1.2, "maxLengthB": 4}]
+TEXTS = [
+    "hello",
+    "",
+    "  ",
+    "zebra",
+    "abracadabra",
+    "🙂",
+    "a🙂b",
+    "ÀÉÎ",
+    "x",
+    "sequence",
+    "HELLO",
+    "q" * 80,
+    "onnxruntime",
+    "keras",
+    "to",
+    "phoneme",
+]
+SETTINGS = [
+    {"beamSize": 1, "nBest": 1},
+    {"beamSize": 3, "nBest": 3},
+    {"beamSize": 5, "nBest": 2, "lengthPenalty": 0.6, "maxLengthA": 1.2, "maxLengthB": 4},
+]
 
 
 def _node(*args, **kwargs):
@@ -48,18 +67,30 @@ def _python_outputs(bundle, manifest, sources):
     text = open_session(os.path.join(bundle, "translator.text.onnx"), ["CPUExecutionProvider"], 1)
     out = {"text": [], "ids": []}
     for setting in SETTINGS:
-        options = dict(beam_size=setting["beamSize"], n_best=setting["nBest"],
-                       length_penalty=setting.get("lengthPenalty", manifest["decode"]["length_penalty"]),
-                       max_length_a=setting.get("maxLengthA", manifest["decode"]["max_length_a"]),
-                       max_length_b=setting.get("maxLengthB", manifest["decode"]["max_length_b"]))
-        out["ids"].append([[(h.token_ids, h.score, h.finished) for h in hypotheses]
-                           for hypotheses in graph(sources, **options)])
+        options = dict(
+            beam_size=setting["beamSize"],
+            n_best=setting["nBest"],
+            length_penalty=setting.get("lengthPenalty", manifest["decode"]["length_penalty"]),
+            max_length_a=setting.get("maxLengthA", manifest["decode"]["max_length_a"]),
+            max_length_b=setting.get("maxLengthB", manifest["decode"]["max_length_b"]),
+        )
+        out["ids"].append(
+            [[(h.token_ids, h.score, h.finished) for h in hypotheses] for hypotheses in graph(sources, **options)]
+        )
         feeds = {"texts": np.array(TEXTS, dtype=object)}
-        feeds.update({name: np.array(value, np.float64 if isinstance(value, float) else np.int64)
-                      for name, value in options.items()})
+        feeds.update(
+            {
+                name: np.array(value, np.float64 if isinstance(value, float) else np.int64)
+                for name, value in options.items()
+            }
+        )
         translations, scores = text.run(["translations", "text_scores"], feeds)
-        out["text"].append([[(str(t), float(s)) for t, s in zip(row_t, row_s) if np.isfinite(s)]
-                            for row_t, row_s in zip(translations, scores)])
+        out["text"].append(
+            [
+                [(str(t), float(s)) for t, s in zip(row_t, row_s) if np.isfinite(s)]
+                for row_t, row_s in zip(translations, scores)
+            ]
+        )
     return out
 
 
@@ -112,8 +143,9 @@ def test_translate_mjs_writes_one_line_per_input_line_in_order(tiny_bundle, tmp_
     bundle = tiny_bundle[1]
     lines = ["hello", "", "zebra", "🙂", "   ", "hello", "abracadabra"] * 6
     stdin = "\n".join(lines) + "\n"
-    result = _node("web/translate.mjs", bundle, "--beam", "3", "--n-best", "2", "--json", "--batch-size", "5",
-                   input=stdin)
+    result = _node(
+        "web/translate.mjs", bundle, "--beam", "3", "--n-best", "2", "--json", "--batch-size", "5", input=stdin
+    )
     assert result.returncode == 0, result.stderr
     found = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(found) == len(lines)
