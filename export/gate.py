@@ -29,8 +29,8 @@ import numpy as np
 from export.checks import ExportError, GateError
 from export.translator_export import check_engines_agree, compare_engines, gate_settings, gate_summary
 from keras_s2s.config import BOS_ID, EOS_ID
+from serving.batching import in_length_batches, pad_sources
 from serving.decoding import SearchSettings, StepEngine
-from serving.search import in_length_batches, pad_sources
 from serving.sessions import DecoderStepSession, EncoderSession, onnx_step_engine
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ import numpy as np
 
 from export.checks import GateError
 from keras_s2s.config import BOS_ID
+from serving.batching import pad_sources
 from serving.files import replace_directory, temporary_path
-from serving.search import pad_sources
 
 
 def export_saved_model(model, config, path: str) -> dict:

@@ -5,15 +5,7 @@ written with standard ONNX string operators only (`StringSplit`, `StringConcat`,
 `RegexFullMatch`, opset 20), which every onnxruntime binding runs, the browser's included.
 It gives what `serving.translator.Translator.translate` gives for the same lines.
 
-Tokenizing without a character-splitting operator. A character tokenizer maps every
-character to a symbol id, and an unknown character to unk. The graph keeps each line as
-a row of segments, each either a known symbol or a piece of text not yet split, and splits
-the text pieces on one symbol after another (`StringSplit` with that symbol as the
-delimiter), the symbol itself becoming a segment between the pieces. When every symbol has
-had its turn, what text remains is runs of unknown characters; `RegexFullMatch` with
-`(?s).{k,}` counts each run's characters (up to the model's source limit, past which the
-translator truncates anyway), and each character becomes one unk. Space-separated symbol
-tokenizers split on whitespace and look each piece up.
+The tokenizers' nodes are in `export/tokenizer_graph.py`.
 
 Only `onnx` and `numpy` are needed here.
 """
@@ -26,19 +18,15 @@ from onnx import TensorProto, helper
 
 from export.onnx_graph import Graph, tensor
 from export.search_graph import SCALAR_INPUTS
+from export.tokenizer_graph import EXTENSIONS_DOMAIN, detokenize, tokenize
 
 TEXT_OPSET = 20
-# onnxruntime-extensions' operators (SentencePiece): Python, C++, Java and C# load them.
-EXTENSIONS_DOMAIN = "ai.onnx.contrib"
-NUM_SPECIAL_IDS = 4
-UNK_ID = 1
 # The characters for which Python's `str.isspace` holds: a line of only these is blank,
 # and the translator returns one empty translation for it.
 BLANK_LINE = (
     "[\\t\\n\\x{0b}\\x{0c}\\r\\x{1c}-\\x{1f} \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}"
     "\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]*"
 )
-EMPTY, TEXT = -2, -1  # segment kinds besides a symbol id
 
 
 def text_translator_graph(
@@ -61,7 +49,7 @@ def text_translator_graph(
     """
     g = Graph("text/")
     limit = max_source_length or 256
-    ids, lengths = _tokenize(g, "texts", source, limit)
+    ids, lengths = tokenize(g, "texts", source, limit)
     if max_source_length:
         cap = g.const([max_source_length], np.int64, "max_source_length")
         lengths = g.op("Min", [lengths, g.op("Cast", [cap], to=TensorProto.INT32)], "truncated_lengths")
@@ -75,7 +63,7 @@ def text_translator_graph(
     initializers = list(g.initializers) + list(upgraded.initializer)
 
     d = Graph("detokenize/")
-    texts = _detokenize(d, "hypotheses", "hypothesis_lengths", target)
+    texts = detokenize(d, "hypotheses", "hypothesis_lengths", target)
     # A blank line gives one empty translation with score 0, as `Translator.translate` does.
     blank = d.op(
         "Unsqueeze", [d.op("RegexFullMatch", ["texts"], "blank", pattern=BLANK_LINE), d.const([1], np.int64)]
@@ -142,310 +130,3 @@ def _upgrade_to_opset_20(graph: onnx.GraphProto) -> None:
                 graph.initializer.append(onnx.numpy_helper.from_array(np.array(axes[0].ints, np.int64), name))
                 node.attribute.remove(axes[0])
                 node.input.append(name)
-
-
-def _tokenize(g: Graph, texts: str, tokenizer: dict, limit: int) -> tuple[str, str]:
-    """`(ids int32 [batch, width], lengths int32 [batch])` of the lines `texts`."""
-    if tokenizer.get("type") == "sentencepiece":
-        return _tokenize_sentencepiece(g, texts, tokenizer["model"])
-    symbols = tokenizer["symbols"]
-    if tokenizer["split"] == "space":
-        return _tokenize_words(g, texts, symbols)
-    lookup = {symbol: index for index, symbol in enumerate(symbols) if index >= NUM_SPECIAL_IDS}
-    if tokenizer.get("lowercase"):
-        # Upper-case characters that lower-case to one symbol take that symbol's id.
-        for index, symbol in list(enumerate(symbols))[NUM_SPECIAL_IDS:]:
-            upper = symbol.upper()
-            if len(symbol) == 1 and len(upper) == 1 and upper != symbol and upper.lower() == symbol:
-                lookup.setdefault(upper, index)
-    segments = g.op("Unsqueeze", [texts, g.const([1], np.int64)], "segments")  # [batch, 1]
-    kinds = g.op("Expand", [g.const([[TEXT]], np.int64), g.op("Shape", [segments])], "kinds")
-    for symbol, index in lookup.items():
-        segments, kinds = _split_on(g, segments, kinds, symbol, index)
-    return _expand_unknown(g, segments, kinds, limit)
-
-
-def _split_on(g: Graph, segments: str, kinds: str, symbol: str, index: int) -> tuple[str, str]:
-    """Splits every text segment on `symbol`; the symbol becomes a segment of kind `index`."""
-    i64 = np.int64
-    pieces, counts = g.op("StringSplit", [segments], "pieces", outputs=2, delimiter=symbol)  # [b, l, p], [b, l]
-    pieces_count = g.op("Shape", [pieces], start=2, end=3)
-    position = g.op("Range", [g.const(0, i64), g.op("Squeeze", [pieces_count, g.const([0], i64)]), g.const(1, i64)])
-    counts = g.op("Unsqueeze", [counts, g.const([2], i64)])  # [b, l, 1]
-    # Pieces past a segment's count are padding, and both they and empty pieces are "".
-    real = g.op("And", [g.op("Less", [position, counts]), g.op("RegexFullMatch", [pieces], pattern="(?s).+")])
-    piece_kinds = g.op("Where", [real, g.const(TEXT, i64), g.const(EMPTY, i64)])
-    between = g.op("Less", [position, g.op("Sub", [counts, g.const(1, i64)])])
-    delimiter_kinds = g.op("Where", [between, g.const(index, i64), g.const(EMPTY, i64)])
-    # A segment that was already a symbol stays one, in front of its (empty) pieces.
-    kept = g.op(
-        "Unsqueeze",
-        [
-            g.op("Where", [g.op("GreaterOrEqual", [kinds, g.const(0, i64)]), kinds, g.const(EMPTY, i64)]),
-            g.const([2], i64),
-        ],
-    )
-    kinds = g.op("Concat", [kept, _interleave(g, piece_kinds, delimiter_kinds)], axis=2)
-    no_text = g.op("Expand", [g.const("", object), g.op("Shape", [delimiter_kinds])])
-    texts = g.op(
-        "Concat",
-        [g.op("Expand", [g.const("", object), g.op("Shape", [kept])]), _interleave(g, pieces, no_text)],
-        axis=2,
-    )
-    return _compact(g, texts, kinds)
-
-
-def _interleave(g: Graph, a: str, b: str) -> str:
-    """`[b, l, p]` and `[b, l, p]` -> `[b, l, 2p]` as a0 b0 a1 b1 ..."""
-    i64 = np.int64
-    stacked = g.op(
-        "Concat", [g.op("Unsqueeze", [a, g.const([3], i64)]), g.op("Unsqueeze", [b, g.const([3], i64)])], axis=3
-    )
-    return g.op("Reshape", [stacked, g.const([0, 0, -1], i64)])
-
-
-def _compact(g: Graph, texts: str | None, kinds: str) -> tuple[str | None, str]:
-    """Flattens `[b, l, q]` segments to `[b, width]`, the non-empty ones first, in order."""
-    i64 = np.int64
-    flat = g.const([0, -1], i64)
-    kinds = g.op("Reshape", [kinds, flat])
-    empty = g.op("Equal", [kinds, g.const(EMPTY, i64)])
-    size = g.op("Shape", [kinds], start=1, end=2)
-    position = g.op(
-        "Cast",
-        [g.op("Range", [g.const(0, i64), g.op("Squeeze", [size, g.const([0], i64)]), g.const(1, i64)])],
-        to=TensorProto.FLOAT,
-    )
-    key = g.op(
-        "Add",
-        [
-            g.op("Mul", [g.op("Cast", [empty], to=TensorProto.FLOAT), g.op("Cast", [size], to=TensorProto.FLOAT)]),
-            position,
-        ],
-    )
-    filled = g.op(
-        "ReduceSum", [g.op("Cast", [g.op("Not", [empty])], to=TensorProto.INT64), g.const([1], i64)], keepdims=0
-    )  # [b]: the segments each row keeps
-    width = g.op(
-        "Max", [g.op("Reshape", [g.op("ReduceMax", [filled], keepdims=1), g.const([1], i64)]), g.const([1], i64)]
-    )
-    width = g.op("Min", [width, size])
-    _, order = g.op("TopK", [key, width], "order", outputs=2, axis=1, largest=0)
-    if texts is not None:
-        texts = g.op("GatherElements", [g.op("Reshape", [texts, flat]), order], "segments", axis=1)
-    return texts, g.op("GatherElements", [kinds, order], "kinds", axis=1)
-
-
-def _expand_unknown(g: Graph, segments: str, kinds: str, limit: int) -> tuple[str, str]:
-    """Symbols stay one token; a run of n unknown characters becomes min(n, limit) unks."""
-    i64 = np.int64
-    count = None
-    for k in range(1, limit + 1):
-        longer = g.op("Cast", [g.op("RegexFullMatch", [segments], pattern=f"(?s).{{{k},}}")], to=TensorProto.INT64)
-        count = longer if count is None else g.op("Add", [count, longer])
-    is_text = g.op("Equal", [kinds, g.const(TEXT, i64)])
-    is_symbol = g.op("GreaterOrEqual", [kinds, g.const(0, i64)])
-    count = g.op("Where", [is_text, count, g.op("Cast", [is_symbol], to=TensorProto.INT64)])  # tokens per segment
-    slot = g.op("Range", [g.const(0, i64), g.const(limit, i64), g.const(1, i64)])
-    valid = g.op("Less", [slot, g.op("Unsqueeze", [count, g.const([2], i64)])])  # [b, l, limit]
-    token = g.op("Unsqueeze", [g.op("Where", [is_symbol, kinds, g.const(UNK_ID, i64)]), g.const([2], i64)])
-    tokens = g.op("Where", [valid, token, g.const(EMPTY, i64)])
-    _, tokens = _compact(g, None, tokens)
-    real = g.op("GreaterOrEqual", [tokens, g.const(0, i64)])
-    ids = g.op("Cast", [g.op("Where", [real, tokens, g.const(0, i64)])], "token_ids", to=TensorProto.INT32)
-    lengths = g.op(
-        "Cast",
-        [g.op("ReduceSum", [g.op("Cast", [real], to=TensorProto.INT64), g.const([1], i64)], keepdims=0)],
-        "token_lengths",
-        to=TensorProto.INT32,
-    )
-    return ids, lengths
-
-
-def _tokenize_words(g: Graph, texts: str, symbols: list) -> tuple[str, str]:
-    """Whitespace-separated symbols, each looked up (unk when unknown)."""
-    i64 = np.int64
-    pieces, counts = g.op("StringSplit", [texts], "words", outputs=2)
-    known = {symbol: index for index, symbol in enumerate(symbols) if index >= NUM_SPECIAL_IDS}
-    ids = g.op(
-        "LabelEncoder",
-        [pieces],
-        "word_ids",
-        domain="ai.onnx.ml",
-        keys_strings=list(known),
-        values_int64s=list(known.values()),
-        default_int64=UNK_ID,
-    )
-    position = g.op(
-        "Range",
-        [
-            g.const(0, i64),
-            g.op("Squeeze", [g.op("Shape", [pieces], start=1, end=2), g.const([0], i64)]),
-            g.const(1, i64),
-        ],
-    )
-    real = g.op("Less", [position, g.op("Unsqueeze", [counts, g.const([1], i64)])])
-    ids = g.op("Cast", [g.op("Where", [real, ids, g.const(0, i64)])], to=TensorProto.INT32)
-    # At least one column, as `serving.search.pad_sources` pads.
-    ids = g.op(
-        "Concat",
-        [
-            ids,
-            g.op(
-                "ConstantOfShape",
-                [g.op("Concat", [g.op("Shape", [ids], start=0, end=1), g.const([1], i64)], axis=0)],
-                value=onnx.numpy_helper.from_array(np.zeros(1, np.int32)),
-            ),
-        ],
-        axis=1,
-    )
-    return ids, g.op("Cast", [counts], to=TensorProto.INT32)
-
-
-def _tokenize_sentencepiece(g: Graph, texts: str, model: bytes) -> tuple[str, str]:
-    """onnxruntime-extensions' `SentencepieceTokenizer`: ragged ids -> a right-padded batch."""
-    i64 = np.int64
-    tokens, splits, _ = g.op(
-        "SentencepieceTokenizer",
-        [
-            texts,
-            g.const([0], i64),
-            g.const([0.0], np.float32),
-            g.const([False], bool),
-            g.const([False], bool),
-            g.const([False], bool),
-        ],
-        "pieces",
-        outputs=3,
-        domain=EXTENSIONS_DOMAIN,
-        model=model,
-    )
-    starts = g.op("Slice", [splits, g.const([0], i64), g.const([-1], i64)], "starts")
-    counts = g.op("Sub", [g.op("Slice", [splits, g.const([1], i64), g.const([np.iinfo(i64).max], i64)]), starts])
-    width = g.op(
-        "Max",
-        [
-            g.op(
-                "Reshape",
-                [
-                    g.op("ReduceMax", [g.op("Concat", [g.const([0], i64), counts], axis=0)], keepdims=1),
-                    g.const([1], i64),
-                ],
-            ),
-            g.const([1], i64),
-        ],
-    )
-    position = g.op("Range", [g.const(0, i64), g.op("Squeeze", [width, g.const([0], i64)]), g.const(1, i64)])
-    real = g.op("Less", [position, g.op("Unsqueeze", [counts, g.const([1], i64)])])  # [batch, width]
-    # A zero after the last token: where padding reads.
-    padded = g.op("Concat", [tokens, g.const([0], np.int32)], axis=0)
-    index = g.op("Add", [g.op("Unsqueeze", [starts, g.const([1], i64)]), position])
-    index = g.op("Where", [real, index, g.op("Shape", [tokens])])
-    ids = g.op("Gather", [padded, index], "token_ids", axis=0)
-    return ids, g.op("Cast", [counts], "token_lengths", to=TensorProto.INT32)
-
-
-def _detokenize_sentencepiece(g: Graph, ids: str, real: str, model: bytes) -> str:
-    """onnxruntime-extensions' `SentencepieceDecoder`, one hypothesis at a time (a Loop)."""
-    i64 = np.int64
-    shape = g.op("Shape", [ids], start=0, end=2)
-    rows = g.op("Reshape", [ids, g.op("Concat", [g.const([-1], i64), g.op("Shape", [ids], start=2)], axis=0)])
-    keep = g.op("Reshape", [real, g.op("Shape", [rows])])
-    body = Graph("decode/")
-    row = body.op("Gather", [rows, "index"], axis=0)
-    row = body.op("Compress", [row, body.op("Gather", [keep, "index"], axis=0)], axis=0)
-    text = body.op("SentencepieceDecoder", [row], domain=EXTENSIONS_DOMAIN, model=model)
-    body.named("Reshape", [text, body.const([1], i64)], "decoded")
-    body.named("Identity", ["cond_in"], "cond_out")
-    body_graph = helper.make_graph(
-        body.nodes,
-        "decode",
-        [tensor("index", TensorProto.INT64, []), tensor("cond_in", TensorProto.BOOL, [])],
-        [tensor("cond_out", TensorProto.BOOL, []), tensor("decoded", TensorProto.STRING, [1])],
-        body.initializers,
-    )
-    count = g.op("Squeeze", [g.op("Shape", [rows], start=0, end=1), g.const([0], i64)])
-    decoded = g.op("Loop", [count, g.const(True, bool)], "decode", body=body_graph)
-    return g.op("Reshape", [decoded, shape])
-
-
-def _detokenize(g: Graph, hypotheses: str, lengths: str, tokenizer: dict) -> str:
-    """`[batch, n_best, length]` ids -> `[batch, n_best]` strings; special ids are dropped,
-    symbols joined with nothing (characters) or one space."""
-    i64 = np.int64
-    if tokenizer.get("type") == "sentencepiece":
-        ids = g.op("Cast", [hypotheses], to=TensorProto.INT64)
-        position = g.op(
-            "Range",
-            [
-                g.const(0, i64),
-                g.op("Squeeze", [g.op("Shape", [ids], start=2, end=3), g.const([0], i64)]),
-                g.const(1, i64),
-            ],
-        )
-        real = g.op(
-            "And",
-            [
-                g.op("GreaterOrEqual", [ids, g.const(NUM_SPECIAL_IDS, i64)]),
-                g.op("Less", [position, g.op("Unsqueeze", [lengths, g.const([2], i64)])]),
-            ],
-        )
-        return _detokenize_sentencepiece(g, ids, real, tokenizer["model"])
-    symbols = [symbol if index >= NUM_SPECIAL_IDS else "" for index, symbol in enumerate(tokenizer["symbols"])]
-    table = g.const(np.array(symbols, dtype=object), object, "symbols")
-    ids = g.op("Cast", [hypotheses], to=TensorProto.INT64)
-    in_vocabulary = g.op(
-        "And",
-        [g.op("GreaterOrEqual", [ids, g.const(NUM_SPECIAL_IDS, i64)]), g.op("Less", [ids, g.const(len(symbols), i64)])],
-    )
-    position = g.op(
-        "Range",
-        [g.const(0, i64), g.op("Squeeze", [g.op("Shape", [ids], start=2, end=3), g.const([0], i64)]), g.const(1, i64)],
-    )
-    real = g.op("And", [in_vocabulary, g.op("Less", [position, g.op("Unsqueeze", [lengths, g.const([2], i64)])])])
-    pieces = g.op("Gather", [table, g.op("Where", [real, ids, g.const(0, i64)])], axis=0)  # [b, n, length]
-    separator = "" if tokenizer["split"] == "char" else " "
-
-    # A Loop over the positions joins the pieces: StringConcat is elementwise.
-    body = Graph("join/")
-    piece = body.op(
-        "Squeeze",
-        [
-            body.op("Gather", [pieces, body.op("Unsqueeze", ["position", body.const([0], i64)])], axis=2),
-            body.const([2], i64),
-        ],
-    )
-    keep = body.op(
-        "Squeeze",
-        [
-            body.op("Gather", [real, body.op("Unsqueeze", ["position", body.const([0], i64)])], axis=2),
-            body.const([2], i64),
-        ],
-    )
-    joined = body.op("StringConcat", [body.op("StringConcat", ["text_in", body.const(separator, object)]), piece])
-    joined = body.op("Where", ["started_in", joined, piece])
-    body.named("Where", [keep, joined, "text_in"], "text_out")
-    body.named("Or", ["started_in", keep], "started_out")
-    body.named("Identity", ["cond_in"], "cond_out")
-    body_graph = helper.make_graph(
-        body.nodes,
-        "join",
-        [
-            tensor("position", TensorProto.INT64, []),
-            tensor("cond_in", TensorProto.BOOL, []),
-            tensor("text_in", TensorProto.STRING, ["batch", "n_best"]),
-            tensor("started_in", TensorProto.BOOL, ["batch", "n_best"]),
-        ],
-        [
-            tensor("cond_out", TensorProto.BOOL, []),
-            tensor("text_out", TensorProto.STRING, ["batch", "n_best"]),
-            tensor("started_out", TensorProto.BOOL, ["batch", "n_best"]),
-        ],
-        body.initializers,
-    )
-    shape = g.op("Shape", [ids], start=0, end=2)
-    start_text = g.op("Expand", [g.const("", object), shape])
-    start_flag = g.op("Expand", [g.const(False, bool), shape])
-    count = g.op("Squeeze", [g.op("Shape", [ids], start=2, end=3), g.const([0], i64)])
-    text, _ = g.op("Loop", [count, g.const(True, bool), start_text, start_flag], "join", outputs=2, body=body_graph)
-    return text

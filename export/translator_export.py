@@ -15,9 +15,10 @@ import onnx
 
 from export.checks import ExportError, check_translator
 from export.search_graph import translator_graph
+from serving.batching import in_length_batches
 from serving.decoding import SearchSettings
 from serving.files import atomic_path
-from serving.search import Hypothesis, in_length_batches
+from serving.search import Hypothesis
 from serving.sessions import DecoderStepSession, EncoderSession, TranslatorGraphSession, onnx_step_engine
 
 SCORE_TOLERANCE = 1e-5

@@ -30,7 +30,7 @@ def attention_maps(run_dir: str, texts: Sequence[str], beam_size: int | None = N
     import keras
 
     from keras_s2s.decoder import KerasTranslator, load_run
-    from serving.search import pad_sources
+    from serving.batching import pad_sources
 
     config, model, source_tokenizer, target_tokenizer = load_run(run_dir, checkpoint=checkpoint)
     if config.model.attention != "luong":

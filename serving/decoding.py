@@ -19,7 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from serving.search import Hypothesis, StepFunction, in_length_batches, max_output_lengths, pad_sources, search
+from serving.batching import in_length_batches, max_output_lengths, pad_sources
+from serving.search import Hypothesis, StepFunction, search
 
 
 @dataclasses.dataclass(frozen=True)

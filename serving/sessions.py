@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from serving.batching import pad_sources
 from serving.decoding import SearchSettings, StepEngine
 from serving.manifest import BundleError
-from serving.search import Hypothesis, pad_sources
+from serving.search import Hypothesis
 
 
 def _session_options(num_threads: int | None):

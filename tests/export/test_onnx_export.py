@@ -9,7 +9,8 @@ from export.onnx_export import export_onnx
 from keras_s2s.config import BOS_ID, EOS_ID, Config, ModelConfig
 from keras_s2s.decoder import KerasTranslator
 from keras_s2s.models import build_inference_models, build_seq2seq
-from serving.search import beam_search, max_output_lengths, pad_sources
+from serving.batching import max_output_lengths, pad_sources
+from serving.search import beam_search
 
 
 def sessions(out_dir: str):

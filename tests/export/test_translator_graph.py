@@ -13,8 +13,8 @@ from export.checks import ExportError, check_translator
 from export.search_graph import translator_graph
 from export.translator_export import compare_engines, write_translator
 from graphs import random_models
+from serving.batching import in_length_batches
 from serving.decoding import SearchSettings
-from serving.search import in_length_batches
 from serving.sessions import TranslatorGraphSession
 from serving.tokenizers import load_vocabulary
 
@@ -116,7 +116,7 @@ def test_edge_cases(tiny_bundle, tmp_path):
 def test_outputs_have_the_documented_shapes_and_padding(tmp_path):
     bundle = _random_bundle(tmp_path, attention=False)
     graph = TranslatorGraphSession(os.path.join(bundle, "translator.onnx"), ["CPUExecutionProvider"], 1)
-    from serving.search import pad_sources
+    from serving.batching import pad_sources
 
     ids, lengths = pad_sources([[5, 6, 7], [8]], reverse=False)
     outputs = graph.session.run(

@@ -2,7 +2,7 @@ import numpy as np
 
 from keras_s2s.config import BOS_ID, EOS_ID
 from keras_s2s.data.pipeline import bucket_plan, make_dataset, padding_share
-from serving.search import pad_sources
+from serving.batching import pad_sources
 
 
 def _corpus(count=300, seed=0):

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from serving.batching import max_output_lengths
 from serving.ensemble import Ensemble
-from serving.search import beam_search, greedy_search, max_output_lengths, search
+from serving.search import beam_search, greedy_search, search
 
 BOS, EOS, VOCAB = 2, 3, 12
 

@@ -131,7 +131,7 @@ def test_an_ensemble_of_a_bundle_with_itself_translates_as_the_bundle(translator
 def _replay(member, source_ids, tokens):
     """A member's summed log-probability of `tokens` for one source, one step at a time."""
 
-    from serving.search import pad_sources
+    from serving.batching import pad_sources
 
     ids, lengths = pad_sources([source_ids], reverse=member.reverse_source)
     state = member.encode(ids, lengths)
