@@ -18,6 +18,7 @@ part is refused (`GateError`).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import os
 import random
@@ -83,74 +84,118 @@ def _score(kind, pairs_sources, hypotheses_text, references):
     return {"bleu": values["bleu"], "chrf": values["chrf"]}, -values["bleu"]
 
 
-def run_gate(
-    model, config, source_tokenizer, target_tokenizer, work_dir: str, options: ExportOptions, dev_pairs
-) -> dict:
-    """The quality gate over `dev_pairs`; raises `GateError` when (a), (b) or (c) fails."""
-    from keras_s2s.decoder import KerasTranslator
-    from keras_s2s.scores import metric_kind
+@dataclasses.dataclass
+class _Sentences:
+    """The gate's dev sentences: texts, their source and first reference's ids, every reference."""
 
-    kind = metric_kind(config)
+    texts: list
+    sources: list
+    targets: list
+    references: list
+
+
+def _gate_sentences(config, source_tokenizer, target_tokenizer, dev_pairs, count: int) -> _Sentences:
+    """`count` distinct dev sources, in a seeded order, with all their references."""
     references = collections.defaultdict(list)
     for pair in dev_pairs:
         references[pair.source].append(pair.target)
     texts = list(references)
     random.Random(config.training.seed).shuffle(texts)
-    texts = texts[: options.gate_sentences]
-    sources = [source_tokenizer.encode(text) for text in texts]
-    targets = [target_tokenizer.encode(references[text][0]) for text in texts]
-    refs = [references[text] for text in texts]
-    providers = ["CPUExecutionProvider"]
-    encoder = EncoderSession(os.path.join(work_dir, "encoder.onnx"), providers, None)
-    decoder = DecoderStepSession(os.path.join(work_dir, "decoder_step.onnx"), providers, None)
-    gate = {"sentences": len(texts), "metric": kind, "beam_size": options.beam_size}
+    texts = texts[:count]
+    return _Sentences(
+        texts,
+        [source_tokenizer.encode(text) for text in texts],
+        [target_tokenizer.encode(references[text][0]) for text in texts],
+        [references[text] for text in texts],
+    )
 
-    progress(f"gate (a): teacher-forced log-probs on {len(texts)} dev sentences")
-    gate["max_abs_log_prob_diff"] = teacher_forced_difference(model, config, encoder, decoder, sources, targets)
-    if gate["max_abs_log_prob_diff"] > options.max_log_prob_diff:
-        raise GateError(
-            f"gate (a): log-probs differ by {gate['max_abs_log_prob_diff']:.2e} "
-            f"> {options.max_log_prob_diff:.0e} between Keras and onnxruntime"
-        )
-    keras_engine = KerasTranslator(model, config, source_tokenizer, target_tokenizer).step_engine
-    reverse = config.model.reverse_source
+
+def _onnx_engine(work_dir: str, suffix: str, reverse: bool):
+    """`(engine, encoder, decoder step)` of one precision's step graphs."""
+    providers = ["CPUExecutionProvider"]
+    encoder = EncoderSession(os.path.join(work_dir, f"encoder{suffix}.onnx"), providers, None)
+    decoder = DecoderStepSession(os.path.join(work_dir, f"decoder_step{suffix}.onnx"), providers, None)
     # Full log-probabilities from the step graph, as from Keras: the same numpy selection.
-    onnx_engine = onnx_step_engine(encoder, decoder, bos_id=BOS_ID, eos_id=EOS_ID, reverse_source=reverse, top_k=False)
+    engine = onnx_step_engine(encoder, decoder, bos_id=BOS_ID, eos_id=EOS_ID, reverse_source=reverse, top_k=False)
+    return engine, encoder, decoder
+
+
+def run_gate(
+    model, config, source_tokenizer, target_tokenizer, work_dir: str, options: ExportOptions, dev_pairs
+) -> dict:
+    """The quality gate over `dev_pairs`, parts (a) to (d); raises `GateError` when one fails."""
+    from keras_s2s.decoder import KerasTranslator
+    from keras_s2s.scores import metric_kind
+
+    kind = metric_kind(config)
+    gate_set = _gate_sentences(config, source_tokenizer, target_tokenizer, dev_pairs, options.gate_sentences)
+    gate = {"sentences": len(gate_set.texts), "metric": kind, "beam_size": options.beam_size}
+    onnx_engine, encoder, decoder = _onnx_engine(work_dir, "", config.model.reverse_source)
+
+    progress(f"gate (a): teacher-forced log-probs on {len(gate_set.texts)} dev sentences")
+    difference = teacher_forced_difference(model, config, encoder, decoder, gate_set.sources, gate_set.targets)
+    gate["max_abs_log_prob_diff"] = difference
+    if difference > options.max_log_prob_diff:
+        raise GateError(
+            f"gate (a): log-probs differ by {difference:.2e} > {options.max_log_prob_diff:.0e} "
+            "between Keras and onnxruntime"
+        )
+
+    keras_engine = KerasTranslator(model, config, source_tokenizer, target_tokenizer).step_engine
     onnx_outputs = {}
     for beam in (1, options.beam_size):
         progress(f"gate (b): {'greedy' if beam == 1 else f'beam {beam}'} search, Keras vs onnxruntime")
-        keras_outputs = _best_ids(keras_engine, sources, config.decode, beam)
-        onnx_outputs[beam] = _best_ids(onnx_engine, sources, config.decode, beam)
-        same = sum(a == b for a, b in zip(keras_outputs, onnx_outputs[beam]))
-        gate[f"identical_beam{beam}"] = same / max(len(texts), 1)
-        if same != len(texts):
-            first = next(i for i, (a, b) in enumerate(zip(keras_outputs, onnx_outputs[beam])) if a != b)
-            raise GateError(
-                f"gate (b): beam {beam}: {len(texts) - same} of {len(texts)} dev outputs differ between "
-                f"Keras and onnxruntime (first: {texts[first]!r})"
-            )
+        keras_outputs = _best_ids(keras_engine, gate_set.sources, config.decode, beam)
+        onnx_outputs[beam] = _best_ids(onnx_engine, gate_set.sources, config.decode, beam)
+        gate[f"identical_beam{beam}"] = _identical_share(
+            keras_outputs, onnx_outputs[beam], gate_set.texts, f"gate (b): beam {beam}"
+        )
     float_text = [target_tokenizer.decode(ids) for ids in onnx_outputs[options.beam_size]]
-    gate["float32"], float_loss = _score(kind, texts, float_text, refs)
+    gate["float32"], float_loss = _score(kind, gate_set.texts, float_text, gate_set.references)
     if options.quantize == "int8":
-        progress(f"gate (c): INT8 beam {options.beam_size} against float32")
-        int8_encoder = EncoderSession(os.path.join(work_dir, "encoder.int8.onnx"), providers, None)
-        int8_decoder = DecoderStepSession(os.path.join(work_dir, "decoder_step.int8.onnx"), providers, None)
-        int8_engine = onnx_step_engine(
-            int8_encoder, int8_decoder, bos_id=BOS_ID, eos_id=EOS_ID, reverse_source=reverse, top_k=False
-        )
-        int8_outputs = _best_ids(int8_engine, sources, config.decode, options.beam_size)
-        int8_text = [target_tokenizer.decode(ids) for ids in int8_outputs]
-        gate["int8"], int8_loss = _score(kind, texts, int8_text, refs)
-        gate["int8_identical_share"] = sum(a == b for a, b in zip(int8_outputs, onnx_outputs[options.beam_size])) / max(
-            len(texts), 1
-        )
-        gate["int8_loss"] = int8_loss - float_loss
-        if gate["int8_loss"] > options.max_int8_loss:
-            raise GateError(
-                f"gate (c): INT8 loses {gate['int8_loss']:.2f} {'PER' if kind == 'g2p' else 'BLEU'} points "
-                f"(limit {options.max_int8_loss})"
+        gate.update(
+            _gate_int8(
+                work_dir, config, target_tokenizer, gate_set, kind, options, float_loss, onnx_outputs[options.beam_size]
             )
-    gate["translator"] = {}
+        )
+    gate["translator"] = _gate_translators(work_dir, config, gate_set, options)
+    return gate
+
+
+def _identical_share(expected, found, texts, name: str) -> float:
+    """The share of equal outputs; a `GateError` naming the first different sentence unless all are."""
+    same = sum(a == b for a, b in zip(expected, found))
+    if same != len(texts):
+        first = next(i for i, (a, b) in enumerate(zip(expected, found)) if a != b)
+        raise GateError(
+            f"{name}: {len(texts) - same} of {len(texts)} dev outputs differ between Keras and "
+            f"onnxruntime (first: {texts[first]!r})"
+        )
+    return same / max(len(texts), 1)
+
+
+def _gate_int8(
+    work_dir, config, target_tokenizer, gate_set: _Sentences, kind, options, float_loss: float, float_outputs
+) -> dict:
+    """(c): INT8 at the gate's beam against float32: its scores, their loss, the share of
+    identical outputs; a `GateError` when it loses more than `max_int8_loss`."""
+    progress(f"gate (c): INT8 beam {options.beam_size} against float32")
+    engine, _, _ = _onnx_engine(work_dir, ".int8", config.model.reverse_source)
+    outputs = _best_ids(engine, gate_set.sources, config.decode, options.beam_size)
+    text = [target_tokenizer.decode(ids) for ids in outputs]
+    scores, loss = _score(kind, gate_set.texts, text, gate_set.references)
+    identical = sum(a == b for a, b in zip(outputs, float_outputs)) / max(len(gate_set.texts), 1)
+    if loss - float_loss > options.max_int8_loss:
+        raise GateError(
+            f"gate (c): INT8 loses {loss - float_loss:.2f} {'PER' if kind == 'g2p' else 'BLEU'} "
+            f"points (limit {options.max_int8_loss})"
+        )
+    return {"int8": scores, "int8_identical_share": identical, "int8_loss": loss - float_loss}
+
+
+def _gate_translators(work_dir, config, gate_set: _Sentences, options) -> dict:
+    """(d): each precision's `translator.onnx` against the numpy search over its step graphs."""
+    summaries = {}
     for variant, suffix in (("float32", ""), ("int8", ".int8")):
         if variant == "int8" and options.quantize != "int8":
             continue
@@ -158,15 +203,15 @@ def run_gate(
         report = compare_engines(
             work_dir,
             suffix,
-            sources,
+            gate_set.sources,
             gate_settings(config.decode),
-            reverse_source=reverse,
+            reverse_source=config.model.reverse_source,
             bos_id=BOS_ID,
             eos_id=EOS_ID,
         )
-        gate["translator"][variant] = gate_summary(report)
-        refuse_differences(report, f"gate (d): translator{suffix}.onnx", texts)
-    return gate
+        summaries[variant] = gate_summary(report)
+        refuse_differences(report, f"gate (d): translator{suffix}.onnx", gate_set.texts)
+    return summaries
 
 
 def refuse_differences(report, name: str, texts) -> None:

@@ -96,6 +96,64 @@ def _lstm(units, name, scale):
     )
 
 
+def _layers(config: ModelConfig) -> dict:
+    """The training model's layers by role (the encoder's and decoder's LSTMs, dropouts,
+    embeddings, attention, the output projection), created once: the inference models
+    share them."""
+    scale = config.init_scale
+    hidden = config.hidden_dim
+    layers = {}
+    layers["source_embedding"] = keras.layers.Embedding(
+        config.source_vocabulary_size,
+        config.embedding_dim,
+        mask_zero=True,
+        embeddings_initializer=_uniform(scale),
+        name="source_embedding",
+    )
+    layers["target_embedding"] = keras.layers.Embedding(
+        config.target_vocabulary_size,
+        config.embedding_dim,
+        embeddings_initializer=_uniform(scale),
+        name="target_embedding",
+    )
+    for index in range(config.num_layers):
+        if config.is_bidirectional(index):
+            layer = keras.layers.Bidirectional(
+                _lstm(hidden // 2, f"encoder_lstm_{index}_cell", scale), name=f"encoder_lstm_{index}"
+            )
+        else:
+            layer = _lstm(hidden, f"encoder_lstm_{index}", scale)
+        layers[f"encoder_lstm_{index}"] = layer
+    for index in range(config.num_layers):
+        layers[f"decoder_lstm_{index}"] = _lstm(hidden, f"decoder_lstm_{index}", scale)
+    layers.update(
+        {
+            name: keras.layers.Dropout(config.dropout, name=name)
+            for name in (
+                [f"encoder_dropout_{i}" for i in range(config.num_layers + 1)]
+                + [f"decoder_dropout_{i}" for i in range(config.num_layers + 1)]
+            )
+        }
+    )
+    if config.attention == "luong":
+        layers["attention"] = LuongAttention(hidden, scale, name="attention")
+        layers["attention_combine"] = keras.layers.Dense(
+            hidden,
+            activation="tanh",
+            use_bias=False,
+            kernel_initializer=_uniform(scale),
+            name="attention_combine",
+        )
+    layers["logits_layer"] = keras.layers.Dense(
+        config.target_vocabulary_size,
+        kernel_initializer=_uniform(scale),
+        bias_initializer=_uniform(scale),
+        dtype="float32" if config.float32_logits else None,
+        name="decoder_logits",
+    )
+    return layers
+
+
 def build_seq2seq(config: ModelConfig) -> keras.Model:
     """Builds the training model: teacher-forced logits over the target vocabulary.
 
@@ -118,65 +176,16 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
         raise ValueError(
             "model.source_vocabulary_size and model.target_vocabulary_size must be set (they come from the tokenizers)"
         )
-    scale = config.init_scale
-    hidden = config.hidden_dim
-
-    # === Layers ===
-    source_embedding = keras.layers.Embedding(
-        config.source_vocabulary_size,
-        config.embedding_dim,
-        mask_zero=True,
-        embeddings_initializer=_uniform(scale),
-        name="source_embedding",
-    )
-    target_embedding = keras.layers.Embedding(
-        config.target_vocabulary_size,
-        config.embedding_dim,
-        embeddings_initializer=_uniform(scale),
-        name="target_embedding",
-    )
-    encoder_layers = []
-    for index in range(config.num_layers):
-        if config.is_bidirectional(index):
-            layer = keras.layers.Bidirectional(
-                _lstm(hidden // 2, f"encoder_lstm_{index}_cell", scale), name=f"encoder_lstm_{index}"
-            )
-        else:
-            layer = _lstm(hidden, f"encoder_lstm_{index}", scale)
-        encoder_layers.append(layer)
-    decoder_layers = [_lstm(hidden, f"decoder_lstm_{index}", scale) for index in range(config.num_layers)]
-    dropouts = {
-        name: keras.layers.Dropout(config.dropout, name=name)
-        for name in (
-            [f"encoder_dropout_{i}" for i in range(config.num_layers + 1)]
-            + [f"decoder_dropout_{i}" for i in range(config.num_layers + 1)]
-        )
-    }
-    if config.attention == "luong":
-        attention = LuongAttention(hidden, scale, name="attention")
-        attention_combine = keras.layers.Dense(
-            hidden,
-            activation="tanh",
-            use_bias=False,
-            kernel_initializer=_uniform(scale),
-            name="attention_combine",
-        )
-    logits_layer = keras.layers.Dense(
-        config.target_vocabulary_size,
-        kernel_initializer=_uniform(scale),
-        bias_initializer=_uniform(scale),
-        dtype="float32" if config.float32_logits else None,
-        name="decoder_logits",
-    )
+    layer = _layers(config)
 
     # === Functional model ===
     source_ids = keras.Input(shape=(None,), dtype="int32", name="source_ids")
     decoder_input_ids = keras.Input(shape=(None,), dtype="int32", name="decoder_input_ids")
 
-    x = dropouts["encoder_dropout_0"](source_embedding(source_ids))
+    x = layer["encoder_dropout_0"](layer["source_embedding"](source_ids))
     encoder_states = []
-    for index, layer in enumerate(encoder_layers):
-        outputs = layer(x)
+    for index in range(config.num_layers):
+        outputs = layer[f"encoder_lstm_{index}"](x)
         x = outputs[0]
         if config.is_bidirectional(index):
             forward_h, forward_c, backward_h, backward_c = outputs[1:]
@@ -188,19 +197,19 @@ def build_seq2seq(config: ModelConfig) -> keras.Model:
             )
         else:
             encoder_states.append((outputs[1], outputs[2]))
-        x = dropouts[f"encoder_dropout_{index + 1}"](x)
+        x = layer[f"encoder_dropout_{index + 1}"](x)
     encoder_outputs = x
 
-    y = dropouts["decoder_dropout_0"](target_embedding(decoder_input_ids))
-    for index, layer in enumerate(decoder_layers):
-        y = layer(y, initial_state=list(encoder_states[index]))[0]
-        y = dropouts[f"decoder_dropout_{index + 1}"](y)
+    y = layer["decoder_dropout_0"](layer["target_embedding"](decoder_input_ids))
+    for index in range(config.num_layers):
+        y = layer[f"decoder_lstm_{index}"](y, initial_state=list(encoder_states[index]))[0]
+        y = layer[f"decoder_dropout_{index + 1}"](y)
     if config.attention == "luong":
         source_mask = ops.not_equal(source_ids, PAD_ID)
-        context, _ = attention(y, encoder_outputs, source_mask)
-        y = attention_combine(ops.concatenate([y, context], axis=-1))
-        y = dropouts[f"decoder_dropout_{config.num_layers}"](y)
-    logits = logits_layer(y)
+        context, _ = layer["attention"](y, encoder_outputs, source_mask)
+        y = layer["attention_combine"](ops.concatenate([y, context], axis=-1))
+        y = layer[f"decoder_dropout_{config.num_layers}"](y)
+    logits = layer["logits_layer"](y)
     if not config.float32_logits:
         logits = ops.cast(logits, "float32")
 
