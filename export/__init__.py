@@ -1,1 +1,1 @@
-"""Export of trained runs to SavedModel and ONNX bundles (see the export issue)."""
+"""Export of trained runs: self-checking ONNX bundles with the one-file translators, and SavedModels."""

@@ -1,4 +1,4 @@
-"""`translator.text.onnx` for symbol tokenizers: strings in, n-best strings out.
+"""`translator.text.onnx`: strings in, n-best strings out.
 
 The graph is `translator.onnx` with the tokenizer in front and the detokenizer behind,
 written with standard ONNX string operators only (`StringSplit`, `StringConcat`,

@@ -151,8 +151,8 @@ class DecoderStepSession(_OneThreadFallback):
     With `one_thread_rows`, calls with fewer rows run in a second, one-thread session
     (opened on first use, CPU only; see `ONE_THREAD_MFLOP`). Float32 results are the same
     on any thread count; onnxruntime's INT8 kernels may round differently on one thread
-    than on two (3 of 20 `bible_small` verses decoded differently at batch 1), so a
-    translator with several threads now decodes INT8 at batch 1 as one with one thread.
+    than on two (BENCHMARKS.md, "Decoding"), so a translator with several threads decodes
+    INT8 at batch 1 as one with one thread.
     """
 
     def __init__(self, path: str, providers, num_threads: int | None, one_thread_rows: int = 0):
