@@ -116,7 +116,9 @@ def _compiled_model(config):
 def _set_precision(config) -> None:
     import keras
 
-    mixed = config.training.mixed_precision
+    from keras_s2s.training.precision import resolve
+
+    mixed, _ = resolve(config.training.mixed_precision, gpus=0)
     keras.mixed_precision.set_global_policy("float32" if mixed == "none" else f"mixed_{mixed}")
 
 
@@ -169,7 +171,7 @@ def measure_gates(preset: str, warmup: int, steps: int, quick: bool) -> list[dic
 
     config, data = _data(preset, quick)
     config = _model_config(preset, config, data, quick)
-    if config.training.mixed_precision == "none":
+    if config.training.mixed_precision in ("none", "auto"):  # the gates matter under mixed precision only
         config = dataclasses.replace(config, training=dataclasses.replace(config.training, mixed_precision="bfloat16"))
     _set_precision(config)
     variants = {"float32 gates and cell": True, "Keras (all bfloat16)": False}

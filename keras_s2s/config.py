@@ -181,7 +181,9 @@ class TrainingConfig:
             the step at which the budget is expected to stop training (never
             past the configured epochs), so that a budget that cuts the run
             short still ends it at the final rate.
-        mixed_precision: str. `none`, `float16` or `bfloat16`.
+        mixed_precision: str. `none`, `float16`, `bfloat16`, or `auto`: bfloat16 on GPUs and
+            on CPUs that compute it natively (AVX-512 BF16, AMX), float32 elsewhere
+            (`keras_s2s.training.precision`).
         eval_sample_size: int. Dev sentences decoded each epoch for the dev
             metric (0: off).
         save_every_steps: int. Also back up every N steps (0: each epoch).
@@ -391,7 +393,7 @@ class Config:
                 "training.reduce_lr_patience: must be 0 with learning_rate_schedule "
                 "'cosine' (the schedule sets the rate)"
             )
-        _one_of("training.mixed_precision", tr.mixed_precision, ("none", "float16", "bfloat16"))
+        _one_of("training.mixed_precision", tr.mixed_precision, ("none", "float16", "bfloat16", "auto"))
         _at_least("training.eval_sample_size", tr.eval_sample_size, 0)
         _at_least("training.save_every_steps", tr.save_every_steps, 0)
         _at_least("training.average_last_epochs", tr.average_last_epochs, 0)

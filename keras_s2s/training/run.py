@@ -30,6 +30,7 @@ from keras_s2s.training.checkpoints import AtomicBackupAndRestore, AtomicCheckpo
 from keras_s2s.training.data import PreparedData, prepare_data
 from keras_s2s.training.distribution import choose_strategy, is_chief, log, worker_scratch_dir
 from keras_s2s.training.optimizer import PlannedCosineDecay, learning_rate_schedule, make_optimizer
+from keras_s2s.training.precision import resolve as resolve_precision
 from serving.files import atomic_write
 
 
@@ -74,7 +75,9 @@ def train(
         config.save(os.path.join(run_dir, "config.json"))
     train_dataset, dev_dataset, padding = _datasets(config, data, run_dir, chief)
 
-    with _mixed_precision(config.training.mixed_precision):
+    precision, why = resolve_precision(config.training.mixed_precision, gpus=len(tf.config.list_logical_devices("GPU")))
+    log(f"mixed precision: {precision} ({why})")
+    with _mixed_precision(precision):
         with strategy.scope():
             model = build_seq2seq(config.model)
             schedule = learning_rate_schedule(config, padding["batches"])
