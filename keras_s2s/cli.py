@@ -1,4 +1,4 @@
-"""The `s2s` command line: train, launch-local, evaluate, translate, attention."""
+"""The `s2s` command line: train, launch-local, evaluate, score, translate, attention."""
 
 from __future__ import annotations
 
@@ -58,7 +58,16 @@ def _evaluate(args) -> int:
         checkpoint=args.checkpoint,
         length_penalty=args.length_penalty,
         ensemble=args.ensemble or (),
+        source=args.source,
+        reference=args.reference,
     )
+    return 0
+
+
+def _score(args) -> int:
+    from keras_s2s.scores import format_scores, score_files
+
+    print(format_scores(score_files(args.hypotheses, args.references, args.metric, args.source)))
     return 0
 
 
@@ -147,7 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="more run directories (same tokenizers and split) to decode with "
         "RUN_DIR as one model: the mean of their log-probabilities",
     )
+    evaluate.add_argument("--source", default=None, help="a file of inputs, one per line, to decode instead of a split")
+    evaluate.add_argument("--reference", default=None, help="its references, line-aligned with --source")
     evaluate.set_defaults(handler=_evaluate)
+
+    score = commands.add_parser(
+        "score", help="score a hypothesis file (e.g. s2s-translate's output) against references"
+    )
+    score.add_argument("hypotheses")
+    score.add_argument("references")
+    score.add_argument("--metric", choices=("bleu", "g2p"), default="bleu", help="BLEU/chrF or PER/WER")
+    score.add_argument("--source", default=None, help="g2p: the inputs, so that a word's lines share their references")
+    score.set_defaults(handler=_score)
 
     translate = commands.add_parser("translate", help="translate stdin to stdout, one output line per input line")
     translate.add_argument("run_dir")

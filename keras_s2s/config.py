@@ -48,6 +48,10 @@ class DataConfig:
         deduplicate: bool. Drop exact duplicate pairs.
         dev_size: float. Share (< 1) or count (>= 1) of distinct sources for dev.
         test_size: float. Share (< 1) or count (>= 1) of distinct sources for test.
+        dev_path: str. A `source<TAB>target` file used as the dev split as it is (filtered
+            like the corpus); `dev_size` is then ignored.
+        test_path: str. The same for the test split (a shared task's or a lexicon's own
+            test set); `test_size` is then ignored.
         limit: int. Use at most this many pairs (0: all); for quick runs.
         seed: int. Seed of the split.
     """
@@ -66,6 +70,8 @@ class DataConfig:
     deduplicate: bool = True
     dev_size: float = 0.02
     test_size: float = 0.1
+    dev_path: str = ""
+    test_path: str = ""
     limit: int = 0
     seed: int = 1234
 

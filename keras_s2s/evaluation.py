@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from keras_s2s.decoder import make_translator
-from keras_s2s.scores import format_scores, inputs_to_decode, metric_kind, score_outputs
+from keras_s2s.scores import file_pairs, format_scores, inputs_to_decode, metric_kind, score_outputs
 from serving.files import atomic_write
 
 
@@ -24,8 +24,13 @@ def evaluate(
     checkpoint: str = "best",
     length_penalty: float | None = None,
     ensemble: Sequence[str] = (),
+    source: str | None = None,
+    reference: str | None = None,
 ) -> dict:
     """Decodes a split of a run, writes hypotheses and scores, prints a summary.
+
+    With `source` and `reference` (line-aligned text files), decodes and scores those
+    instead of a split, the same way; the stem is the source file's name.
 
     Writes `eval/{split}.beam{K}.hyp` (one line per distinct source, in split
     order) and `eval/{split}.beam{K}.json` (scores); with another checkpoint
@@ -43,8 +48,10 @@ def evaluate(
     beam_size = beam_size or config.decode.beam_size
     if length_penalty is None:
         length_penalty = config.decode.length_penalty
-    path = os.path.join(run_dir, "data", f"{split}.tsv")
-    pairs = read_tsv(path)
+    if source or reference:
+        pairs, split = file_pairs(source, reference), os.path.basename(source or "")
+    else:
+        pairs = read_tsv(os.path.join(run_dir, "data", f"{split}.tsv"))
     kind = metric_kind(config)
     sources = inputs_to_decode(kind, pairs)
     hypotheses = translator.translate_best(

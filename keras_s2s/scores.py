@@ -100,3 +100,42 @@ def format_scores(values: dict) -> str:
         f"BLEU {values['bleu']:.2f}  chrF {values['chrf']:.2f}  ({values['sentences']} sentences)"
         f"\n  {values['bleu_signature']}\n  {values['chrf_signature']}"
     )
+
+
+def _lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8-sig") as handle:
+        return handle.read().splitlines()
+
+
+def file_pairs(source: str | None, reference: str | None) -> list:
+    """`Pair`s of two line-aligned files; an error naming both when a file is missing or
+    their line counts differ."""
+    from keras_s2s.data.readers import Pair
+
+    if not source or not reference:
+        raise ValueError("--source and --reference go together")
+    sources, references = _lines(source), _lines(reference)
+    if len(sources) != len(references):
+        raise ValueError(
+            f"{source} has {len(sources)} lines, {reference} has {len(references)}: they must be line-aligned"
+        )
+    return [Pair(s, r, f"{source}:{line}") for line, (s, r) in enumerate(zip(sources, references), start=1)]
+
+
+def score_files(hypotheses: str, references: str, metric: str, source: str | None = None) -> dict:
+    """Scores a hypothesis file (one line per input line, as `s2s-translate` writes it)
+    against a reference file. For `g2p` with `source`, the lines of one source word are
+    one word with all their references, as `s2s evaluate` scores a split."""
+    hyps = _lines(hypotheses)
+    refs = _lines(references)
+    if len(hyps) != len(refs):
+        raise ValueError(f"{hypotheses} has {len(hyps)} lines, {references} has {len(refs)}: they must be line-aligned")
+    if metric == "bleu":
+        return bleu_scores(hyps, refs)
+    if source is None:
+        return g2p_scores(hyps, [[r] for r in refs])
+    pairs = file_pairs(source, references)
+    first = {}
+    for pair, hyp in zip(pairs, hyps):
+        first.setdefault(pair.source, hyp)
+    return score_outputs("g2p", pairs, [first[s] for s in inputs_to_decode("g2p", pairs)])

@@ -40,6 +40,52 @@ def _corpus_name(data) -> str:
     return f"data set {data.dataset}"
 
 
+def _filtered(config: Config, pairs, name: str):
+    """The pairs that pass the corpus filter, and its report (logged)."""
+    subword = config.tokenizer.type == "sentencepiece"
+    kept, filtered = filter_pairs(
+        pairs,
+        max_length=config.data.max_length,
+        max_length_ratio=config.data.max_length_ratio,
+        min_length=config.data.min_length,
+        deduplicate=config.data.deduplicate,
+        length_fn=_side_length(config.tokenizer.source_split, subword),
+        target_length_fn=_side_length(config.tokenizer.target_split, subword),
+    )
+    log(f"{name}: {filtered.summary()}")
+    if not kept:
+        raise CorpusError(f"{name}: no usable pairs ({filtered.summary()})")
+    return kept, filtered
+
+
+def _splits(config: Config, kept: list[Pair]) -> tuple[dict, dict]:
+    """Train, dev and test: the named dev and test files as given (filtered like the corpus),
+    the others split off the corpus. Returns the splits and, for the report, each named
+    file's filter counts and how many of its pairs the training split holds too."""
+    data = config.data
+    named = {"dev": data.dev_path, "test": data.test_path}
+    splits = split_pairs(
+        kept, 0 if data.dev_path else data.dev_size, 0 if data.test_path else data.test_size, data.seed
+    )
+    given = {}
+    train_pairs = {(pair.source, pair.target) for pair in splits["train"]}
+    for split, path in named.items():
+        if not path:
+            continue
+        if not os.path.isfile(path):
+            raise CorpusError(f"data.{split}_path: {path}: no such file")
+        splits[split], filtered = _filtered(config, read_tsv(path), f"{split} {path}")
+        overlap = sum((pair.source, pair.target) in train_pairs for pair in splits[split])
+        if overlap:
+            log(f"{split} {path}: {overlap} of its {len(splits[split])} pairs are in the training data too")
+        given[f"{split}_file"] = {
+            "path": os.path.abspath(path),
+            "filter": dataclasses.asdict(filtered),
+            "pairs_also_in_train": overlap,
+        }
+    return splits, given
+
+
 def prepare_data(config: Config, run_dir: str) -> PreparedData:
     """Loads, filters, splits and tokenizes the corpus; writes splits and tokenizers.
 
@@ -58,21 +104,8 @@ def prepare_data(config: Config, run_dir: str) -> PreparedData:
         with open(report_path, encoding="utf-8") as handle:
             report = json.load(handle)
     else:
-        pairs = load_pairs(config.data)
-        subword = config.tokenizer.type == "sentencepiece"
-        kept, filtered = filter_pairs(
-            pairs,
-            max_length=config.data.max_length,
-            max_length_ratio=config.data.max_length_ratio,
-            min_length=config.data.min_length,
-            deduplicate=config.data.deduplicate,
-            length_fn=_side_length(config.tokenizer.source_split, subword),
-            target_length_fn=_side_length(config.tokenizer.target_split, subword),
-        )
-        log(f"corpus {config.data.dataset}: {filtered.summary()}")
-        if not kept:
-            raise CorpusError(f"{_corpus_name(config.data)}: no usable pairs ({filtered.summary()})")
-        splits = split_pairs(kept, config.data.dev_size, config.data.test_size, config.data.seed)
+        kept, filtered = _filtered(config, load_pairs(config.data), _corpus_name(config.data))
+        splits, given = _splits(config, kept)
         source_tokenizer, target_tokenizer = build_tokenizers(
             config.tokenizer,
             [p.source for p in splits["train"]],
@@ -81,7 +114,7 @@ def prepare_data(config: Config, run_dir: str) -> PreparedData:
         save_tokenizers(run_dir, config.tokenizer, source_tokenizer, target_tokenizer)
         for name, path in paths.items():
             write_tsv(splits[name], path)
-        report = {"filter": dataclasses.asdict(filtered)}
+        report = {"filter": dataclasses.asdict(filtered), **given}
         report["splits"] = {name: len(split) for name, split in splits.items()}
         with atomic_write(report_path) as handle:
             json.dump(report, handle, indent=2)

@@ -493,3 +493,58 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     with open(os.path.join(run_dir, "train_log.csv"), encoding="utf-8") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
     assert not os.path.exists(os.path.join(run_dir, "backup"))
+
+
+def test_named_dev_and_test_files_are_the_runs_splits_as_given(tmp_path):
+    corpus, dev, test = tmp_path / "train.tsv", tmp_path / "dev.tsv", tmp_path / "test.tsv"
+    _toy_corpus(corpus, 120, "reverse", seed=1)
+    dev.write_text("abc\tcba\nbadge\tegdab\n", encoding="utf-8")
+    train_line = corpus.read_text(encoding="utf-8").splitlines()[5]
+    test.write_text(f"hag\tgah\n{train_line}\n\n", encoding="utf-8")  # one pair of the training file, one blank
+    config = _toy_config(corpus, f"data.dev_path={dev}", f"data.test_path={test}", "training.epochs=1")
+    run_dir = tmp_path / "run"
+    train(config, str(run_dir), verbose=0)
+    splits = {name: read_tsv(str(run_dir / "data" / f"{name}.tsv")) for name in ("train", "dev", "test")}
+    assert [(p.source, p.target) for p in splits["dev"]] == [("abc", "cba"), ("badge", "egdab")]
+    assert [(p.source, p.target) for p in splits["test"]] == [("hag", "gah"), tuple(train_line.split("\t"))]
+    assert len(splits["train"]) == 120  # the whole training file: no dev or test split taken off it
+    with open(run_dir / "data" / "report.json", encoding="utf-8") as handle:
+        report = json.load(handle)
+    assert report["test_file"]["pairs_also_in_train"] == 1 and report["test_file"]["filter"]["empty"] == 1
+    assert report["dev_file"]["pairs_also_in_train"] == 0 and report["splits"] == {"train": 120, "dev": 2, "test": 2}
+
+
+def test_a_missing_named_split_file_is_refused_with_its_name(tmp_path):
+    from keras_s2s.data.readers import CorpusError
+
+    corpus = tmp_path / "train.tsv"
+    _toy_corpus(corpus, 40, "copy")
+    config = _toy_config(corpus, f"data.test_path={tmp_path / 'nowhere.tsv'}")
+    with pytest.raises(CorpusError, match="data.test_path: .*nowhere.tsv: no such file"):
+        train(config, str(tmp_path / "run"), verbose=0)
+
+
+def test_evaluating_named_files_and_scoring_a_hypothesis_file_match_the_runs_evaluation(tiny_run, tmp_path, capsys):
+    from keras_s2s.evaluation import evaluate
+    from keras_s2s.scores import score_files
+
+    run_dir, _ = tiny_run
+    own = evaluate(run_dir, split="test", beam_size=2, samples=0, out=io.StringIO())
+    pairs = read_tsv(os.path.join(run_dir, "data", "test.tsv"))
+    source, reference = tmp_path / "words.txt", tmp_path / "prons.txt"
+    source.write_text("".join(p.source + "\n" for p in pairs), encoding="utf-8")
+    reference.write_text("".join(p.target + "\n" for p in pairs), encoding="utf-8")
+    named = evaluate(run_dir, beam_size=2, samples=0, out=io.StringIO(), source=str(source), reference=str(reference))
+    assert (named["per"], named["wer"], named["words"]) == (own["per"], own["wer"], own["words"])
+    # One hypothesis per input line, as s2s-translate writes them, scored on the device side.
+    with open(os.path.join(run_dir, "eval", "test.beam2.hyp"), encoding="utf-8") as handle:
+        best = dict(zip(dict.fromkeys(p.source for p in pairs), handle.read().splitlines()))
+    hypotheses = tmp_path / "hyp.txt"
+    hypotheses.write_text("".join(best[p.source] + "\n" for p in pairs), encoding="utf-8")
+    scored = score_files(str(hypotheses), str(reference), "g2p", source=str(source))
+    assert (scored["per"], scored["wer"]) == (own["per"], own["wer"])
+    assert main(["score", str(hypotheses), str(reference), "--metric", "g2p", "--source", str(source)]) == 0
+    assert f"PER {own['per']:.2f}%" in capsys.readouterr().out
+    reference.write_text("only one line\n", encoding="utf-8")
+    assert main(["score", str(hypotheses), str(reference)]) == 2
+    assert "must be line-aligned" in capsys.readouterr().err
