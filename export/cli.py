@@ -6,12 +6,15 @@ import argparse
 import os
 import sys
 
+from serving import __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s2s-export",
         description="Export a trained run to a checked ONNX bundle (and optionally a SavedModel).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("run_dir", help="a run directory written by `s2s train`")
     parser.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
     parser.add_argument("--quantize", choices=("int8",), default=None, help="also write INT8 models")

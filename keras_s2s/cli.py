@@ -1,10 +1,12 @@
-"""The `s2s` command line: train, launch-local, evaluate, score, translate, attention."""
+"""The `s2s` command line: train, launch-local, evaluate, score, decode, attention."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+from serving import __version__
 
 
 def _quiet_tensorflow() -> None:
@@ -72,6 +74,11 @@ def _score(args) -> int:
 
 
 def _translate(args) -> int:
+    if args.command == "translate":
+        print(
+            "s2s translate: deprecated, use `s2s decode` (the same command; `s2s-translate` runs a bundle)",
+            file=sys.stderr,
+        )
     from keras_s2s.decoder import make_translator
     from serving.cli import decoded_lines
 
@@ -118,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s2s", description="Train, evaluate and run deep LSTM sequence-to-sequence models."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model into a run directory")
@@ -169,11 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--source", default=None, help="g2p: the inputs, so that a word's lines share their references")
     score.set_defaults(handler=_score)
 
-    translate = commands.add_parser("translate", help="translate stdin to stdout, one output line per input line")
-    translate.add_argument("run_dir")
-    translate.add_argument("--beam", type=int, default=None)
-    translate.add_argument("--batch-size", type=int, default=64)
-    translate.set_defaults(handler=_translate)
+    for name, text in (
+        (
+            "decode",
+            "decode stdin to stdout with the run's Keras model, one output line per input "
+            "line (s2s-translate does it with a bundle)",
+        ),
+        ("translate", "the old name of `decode`"),
+    ):
+        decode = commands.add_parser(name, help=text)
+        decode.add_argument("run_dir")
+        decode.add_argument("--beam", type=int, default=None)
+        decode.add_argument("--batch-size", type=int, default=64)
+        decode.set_defaults(handler=_translate)
 
     attention = commands.add_parser(
         "attention", help="translate a few inputs and draw their attention weights into a PNG"

@@ -8,6 +8,7 @@ import json
 import sys
 import warnings
 
+from serving import __version__
 from serving.files import atomic_write
 
 
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s2s-translate", description="Translate with an exported bundle (onnxruntime)."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("bundle", help="bundle directory written by s2s-export")
     parser.add_argument("-i", "--input", default=None, help="input file (default: stdin)")
     parser.add_argument("-o", "--output", default=None, help="output file (default: stdout)")

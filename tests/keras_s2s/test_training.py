@@ -336,7 +336,7 @@ def test_translate_keeps_one_line_per_input_line(tiny_run, monkeypatch, capsys):
     lines = ["hello", "", "   ", "world", "x" * 300, "naïve", "hello"]
     stdin = io.TextIOWrapper(io.BytesIO(("\n".join(lines) + "\n").encode("utf-8") + b"bad\xffbyte\n"))
     monkeypatch.setattr(sys, "stdin", stdin)
-    assert main(["translate", run_dir, "--beam", "2"]) == 0
+    assert main(["decode", run_dir, "--beam", "2"]) == 0
     output = capsys.readouterr().out.split("\n")
     assert output[-1] == "" and len(output) - 1 == len(lines) + 1
     assert output[1] == "" and output[2] == ""
@@ -548,3 +548,22 @@ def test_evaluating_named_files_and_scoring_a_hypothesis_file_match_the_runs_eva
     reference.write_text("only one line\n", encoding="utf-8")
     assert main(["score", str(hypotheses), str(reference)]) == 2
     assert "must be line-aligned" in capsys.readouterr().err
+
+
+def test_the_old_name_of_decode_still_works_and_says_so(tiny_run, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"hello\n")))
+    assert main(["translate", tiny_run[0], "--beam", "1"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1 and "deprecated, use `s2s decode`" in captured.err
+
+
+@pytest.mark.parametrize("command", ["s2s", "s2s-export", "s2s-translate"])
+def test_every_command_prints_the_one_version(command, capsys):
+    import importlib
+
+    from serving import __version__
+
+    module = {"s2s": "keras_s2s.cli", "s2s-export": "export.cli", "s2s-translate": "serving.cli"}[command]
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"{command} {__version__}\n"
