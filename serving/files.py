@@ -44,7 +44,7 @@ def _remove(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, fsync: bool = False):
+def atomic_path(path: str):
     """Yields a temporary path beside `path` for a writer that takes a path (Keras,
     onnx, matplotlib); renames it to `path` when the block ends without an error, and
     removes it when the block fails."""
@@ -52,9 +52,6 @@ def atomic_path(path: str, fsync: bool = False):
     temporary = temporary_path(path)
     try:
         yield temporary
-        if fsync:
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         _remove(temporary)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Sequence
@@ -219,7 +218,14 @@ class TranslatorGraphSession(_OneThreadFallback):
 
     def search_batch(self, sources: list[list[int]], settings: SearchSettings) -> list[list[Hypothesis]]:
         """The engine of `serving.decoding.SearchTranslator`."""
-        return self(sources, **dataclasses.asdict(settings))
+        return self(
+            sources,
+            beam_size=settings.beam_size,
+            n_best=settings.n_best,
+            length_penalty=settings.length_penalty,
+            max_length_a=settings.max_length_a,
+            max_length_b=settings.max_length_b,
+        )
 
     def __call__(
         self,
