@@ -6,7 +6,7 @@ Compares, each in a new process translating one sentence (beam 5):
 - `s2s-translate` (onnxruntime, float32 and INT8, the graph and the steps engine) in a
   virtual environment with only `serving/requirements.txt` (created under
   `bench/.serving-venv` on first use);
-- `s2s translate`, which loads the Keras model with TensorFlow.
+- `s2s decode`, which loads the Keras model with TensorFlow.
 Cold start is the wall time from process start to the first translation written; peak RSS
 is the process's maximum resident set (`wait4`). Medians over `--repeats` runs.
 Install size sums the files of each requirement set's packages (with dependencies).
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     if not args.skip_tensorflow:
         variants.append(
             (
-                "s2s translate (Keras on TensorFlow)",
-                [sys.executable, "-m", "keras_s2s.cli", "translate", args.run_dir, "--beam", "5"],
+                "s2s decode (Keras on TensorFlow)",
+                [sys.executable, "-m", "keras_s2s.cli", "decode", args.run_dir, "--beam", "5"],
             )
         )
     rows, outputs = [], {}
