@@ -29,7 +29,7 @@ setup-dev: $(VENV)/.dev
 BUNDLE_DIR ?= runs/g2p_small.bundle
 
 demo: setup
-	$(BIN)/s2s train --config g2p_small --run-dir $(RUN_DIR) --max-minutes $(DEMO_MINUTES) --verbose 2
+	$(BIN)/s2s train --config g2p_small --run-dir $(RUN_DIR) --max-minutes $(DEMO_MINUTES) --progress 2
 	$(BIN)/s2s evaluate $(RUN_DIR) --split test --beam 5 --batch-size 256 --samples 8
 	$(BIN)/s2s-export $(RUN_DIR) --out $(BUNDLE_DIR) --quantize int8 --gate-sentences 300
 	printf 'keras\nsequence\nphoneme\nonnxruntime\n' > $(RUN_DIR)/demo_words.txt

@@ -48,6 +48,7 @@ class ExportOptions:
     beam_size: int. Beam of the gate's beam search.
     checkpoint: str. Which weights of the run: `best` (lowest dev loss), `last`, or
         `averaged` (`training.average_last_epochs`).
+    verbose: bool. Let the quantiser's advice through.
     """
 
     quantize: str | None = None
@@ -57,6 +58,7 @@ class ExportOptions:
     max_int8_loss: float = 1.0
     beam_size: int = 5
     checkpoint: str = "best"
+    verbose: bool = False
 
 
 def _versions() -> dict:
@@ -123,7 +125,7 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
     os.makedirs(work_dir)
     try:
         bundle = _Bundle(work_dir)
-        op_counts = bundle.graphs(model, config, options.quantize)
+        op_counts = bundle.graphs(model, config, options.quantize, advice=options.verbose)
         bundle.tokenizers(run_dir, config)
         max_source_length = longest_training_source(run_dir, source_tokenizer)
         bundle.text_translator(config, max_source_length)
@@ -160,7 +162,7 @@ class _Bundle:
     def _path(self, name: str) -> str:
         return os.path.join(self.work_dir, name)
 
-    def graphs(self, model, config, quantize: str | None) -> dict:
+    def graphs(self, model, config, quantize: str | None, advice: bool = False) -> dict:
         """`encoder.onnx`, `decoder_step.onnx`, their INT8 copies, and a `translator.onnx` per
         precision; returns the step graphs' op counts."""
         progress(f"writing ONNX, opset {OPSET} (encoder: tf2onnx; decoder step: from the weights)")
@@ -170,7 +172,7 @@ class _Bundle:
         if quantize == "int8":
             progress("quantising to INT8 (onnxruntime dynamic quantisation)")
             for name in ("encoder", "decoder_step"):
-                quantize_int8(self._path(f"{name}.onnx"), self._path(f"{name}.int8.onnx"))
+                quantize_int8(self._path(f"{name}.onnx"), self._path(f"{name}.int8.onnx"), advice=advice)
             self.files += ["encoder.int8.onnx", "decoder_step.int8.onnx"]
             self.models["int8"] = {"encoder": "encoder.int8.onnx", "decoder_step": "decoder_step.int8.onnx"}
         progress("writing the one-file translator (encoder and beam search in one graph)")

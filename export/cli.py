@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from keras_s2s.cli import configure_logging
 from serving import __version__
 
 
@@ -29,14 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="best",
         help="the run's weights to export: lowest dev loss (default), last epoch, or the average of the last epochs",
     )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and the quantiser's own logging")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, command_line=argv is None)
     # Trace on the CPU: a graph traced with a GPU visible embeds CudnnRNNV3.
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    args = build_parser().parse_args(argv)
     from export.bundle import ExportOptions, GateError, export_bundle, summary
     from export.onnx_export import ExportError
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         gate_sentences=args.gate_sentences,
         max_int8_loss=args.max_int8_loss,
         checkpoint=args.checkpoint,
+        verbose=args.verbose,
     )
     try:
         manifest = export_bundle(args.run_dir, args.out, options)

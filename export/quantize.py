@@ -25,9 +25,10 @@ def _without_preprocessing_advice():
         root.removeFilter(advice)
 
 
-def quantize_int8(source: str, target: str) -> None:
-    """onnxruntime dynamic INT8 quantisation (LSTM -> DynamicQuantizeLSTM, MatMul -> MatMulInteger)."""
+def quantize_int8(source: str, target: str, advice: bool = False) -> None:
+    """onnxruntime dynamic INT8 quantisation (LSTM -> DynamicQuantizeLSTM, MatMul -> MatMulInteger);
+    `advice` lets the quantiser's pre-processing advice through."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _without_preprocessing_advice():
+    with contextlib.nullcontext() if advice else _without_preprocessing_advice():
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul", "Gemm"])

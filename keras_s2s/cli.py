@@ -9,16 +9,24 @@ import sys
 from serving import __version__
 
 
-def _quiet_tensorflow() -> None:
+def configure_logging(verbose: bool, command_line: bool) -> None:
+    """TensorFlow's native logging off unless `--verbose`; the descriptor-level filter
+    only when running as a command (tests call `main(argv)` inside pytest's capture)."""
+    if verbose:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if command_line:
+        from keras_s2s.native_logs import filter_native_logs
+
+        filter_native_logs()
 
 
-def _verbosity(verbose: int | None) -> int:
+def _progress(args) -> int:
     """Keras' progress setting: as asked, else a live bar on a terminal and one line
     per epoch when the output goes to a file (a bar redrawn 300 times an epoch fills a
     log with megabytes)."""
-    if verbose is not None:
-        return verbose
+    if args.progress is not None:
+        return args.progress
     return 1 if sys.stdout.isatty() else 2
 
 
@@ -27,7 +35,7 @@ def _train(args) -> int:
     from keras_s2s.training import train
 
     config = load_preset(args.config).override(args.set or [])
-    summary = train(config, args.run_dir, max_minutes=args.max_minutes, verbose=_verbosity(args.verbose))
+    summary = train(config, args.run_dir, max_minutes=args.max_minutes, verbose=_progress(args))
     print(
         f"trained {summary['epochs_run']} epoch(s) in {summary['seconds'] / 60:.1f} min; "
         f"best dev loss {summary['best_val_loss']:.4f}; run directory {args.run_dir}"
@@ -43,8 +51,10 @@ def _launch_local(args) -> int:
         train_args += ["--set", item]
     if args.max_minutes is not None:
         train_args += ["--max-minutes", str(args.max_minutes)]
-    if args.verbose is not None:
-        train_args += ["--verbose", str(args.verbose)]
+    if args.progress is not None:
+        train_args += ["--progress", str(args.progress)]
+    if args.verbose:
+        train_args += ["--verbose"]
     return launch_local(train_args, workers=args.workers, host=args.host)
 
 
@@ -113,11 +123,27 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     parser.add_argument(
-        "--verbose",
+        "--progress",
         type=int,
         choices=(0, 1, 2),
         default=None,
         help="Keras progress: 0 none, 1 bar, 2 a line per epoch (default: 1 on a terminal, else 2)",
+    )
+    # `--verbose N` was the progress setting before 0.x; it still works, with a note.
+    parser.add_argument(
+        "--verbose",
+        nargs="?",
+        type=int,
+        choices=(0, 1, 2),
+        const=-1,
+        default=None,
+        help="show TensorFlow's own logging (CUDA probing, oneDNN notices)",
+    )
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's own logging (CUDA probing, oneDNN notices)"
     )
 
 
@@ -166,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--source", default=None, help="a file of inputs, one per line, to decode instead of a split")
     evaluate.add_argument("--reference", default=None, help="its references, line-aligned with --source")
+    _add_verbose(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     score = commands.add_parser(
@@ -189,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         decode.add_argument("run_dir")
         decode.add_argument("--beam", type=int, default=None)
         decode.add_argument("--batch-size", type=int, default=64)
-        decode.set_defaults(handler=_translate)
+        _add_verbose(decode)
+    decode.set_defaults(handler=_translate)
 
     attention = commands.add_parser(
         "attention", help="translate a few inputs and draw their attention weights into a PNG"
@@ -199,14 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--beam", type=int, default=None)
     attention.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"))
     attention.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/attention.png)")
+    _add_verbose(attention)
     attention.set_defaults(handler=_attention)
     return parser
 
 
+def _legacy_verbose(args) -> bool:
+    """`--verbose` as a flag shows native logging; `--verbose N` is the old spelling of
+    `--progress N`."""
+    verbose = getattr(args, "verbose", False)
+    if isinstance(verbose, int) and not isinstance(verbose, bool) and verbose >= 0:
+        print(f"s2s {args.command}: --verbose {verbose} is now --progress {verbose}", file=sys.stderr)
+        if args.progress is None:
+            args.progress = verbose
+        args.verbose = False
+    args.verbose = bool(args.verbose)
+    return args.verbose
+
+
 def main(argv: list[str] | None = None) -> int:
-    _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(_legacy_verbose(args), command_line=argv is None)
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

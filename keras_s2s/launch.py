@@ -66,8 +66,8 @@ def launch_local(
     for index in range(workers):
         worker_env = dict(base_env, TF_CONFIG=tf_config(hosts, index))
         command = [sys.executable, "-m", "keras_s2s.cli", "train", *train_args]
-        if index and "--verbose" not in train_args:
-            command += ["--verbose", "2"]  # one line per epoch from the others
+        if index and "--progress" not in train_args:
+            command += ["--progress", "2"]  # one line per epoch from the others
         process = subprocess.Popen(command, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         processes.append(process)
         print(f"launch-local: worker {index} pid {process.pid} on {hosts[index]}", file=sys.stderr)

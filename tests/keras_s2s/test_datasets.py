@@ -67,7 +67,7 @@ def test_bible_subwords_train_and_score_bleu(tmp_path, capsys):
             "bible_small",
             "--run-dir",
             run_dir,
-            "--verbose",
+            "--progress",
             "0",
             "--set",
             "data.limit=400",

@@ -109,7 +109,7 @@ def _digests(output):
 @pytest.fixture(scope="module")
 def single_worker_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("single") / "run")
-    _run(_s2s("train", "--config", "tiny", "--run-dir", run_dir, "--verbose", "0", *SETTINGS))
+    _run(_s2s("train", "--config", "tiny", "--run-dir", run_dir, "--progress", "0", *SETTINGS))
     return run_dir
 
 
@@ -117,7 +117,7 @@ def single_worker_run(tmp_path_factory):
 def two_worker_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("two") / "run")
     output = _run(
-        _s2s("launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir, "--verbose", "2", *SETTINGS)
+        _s2s("launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir, "--progress", "2", *SETTINGS)
     )
     return run_dir, output
 
@@ -140,7 +140,7 @@ def test_two_workers_train_to_the_end_in_step(two_worker_run, single_worker_run)
 
 def test_kill_9_in_mid_epoch_then_the_same_command_resumes(tmp_path, single_worker_run):
     run_dir = str(tmp_path / "run")
-    command = _s2s("train", "--config", "tiny", "--run-dir", run_dir, "--verbose", "0", *SETTINGS)
+    command = _s2s("train", "--config", "tiny", "--run-dir", run_dir, "--progress", "0", *SETTINGS)
     first = _Process(command)
     state = _wait_for_backup_mid_epoch(run_dir, first)
     first.process.send_signal(signal.SIGKILL)
@@ -161,7 +161,7 @@ def test_kill_9_in_mid_epoch_then_the_same_command_resumes(tmp_path, single_work
 def test_one_of_two_workers_killed_then_both_restarted(tmp_path, two_worker_run):
     run_dir = str(tmp_path / "run")
     command = _s2s(
-        "launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir, "--verbose", "2", *SETTINGS
+        "launch-local", "--workers", "2", "--config", "tiny", "--run-dir", run_dir, "--progress", "2", *SETTINGS
     )
     first = _Process(command)
     state = _wait_for_backup_mid_epoch(run_dir, first)
