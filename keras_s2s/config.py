@@ -1,6 +1,6 @@
 """Configuration: dataclasses that round-trip through JSON and YAML.
 
-A run is described by one `Config`. Presets live in `configs/*.yaml`; the
+A run is described by one `Config`. Presets live in `keras_s2s/configs/*.yaml`; the
 command line changes single fields with `--set section.field=value`. Every
 value is checked before training starts, and a bad one raises `ValueError`
 naming the key.
@@ -415,10 +415,10 @@ class Config:
 
 
 def load_preset(name_or_path: str) -> Config:
-    """Loads `configs/NAME.yaml` by preset name, or a config file by path."""
+    """Loads `keras_s2s/configs/NAME.yaml` by preset name, or a config file by path."""
     if os.path.exists(name_or_path):
         return Config.load(name_or_path)
-    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
     candidate = os.path.join(here, f"{name_or_path}.yaml")
     if os.path.exists(candidate):
         return Config.load(candidate)
