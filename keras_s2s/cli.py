@@ -252,8 +252,8 @@ def _legacy_verbose(args) -> bool:
         print(f"s2s {args.command}: --verbose {verbose} is now --progress {verbose}", file=sys.stderr)
         if args.progress is None:
             args.progress = verbose
-        args.verbose = False
-    args.verbose = bool(args.verbose)
+        verbose = False
+    args.verbose = bool(verbose)
     return args.verbose
 
 

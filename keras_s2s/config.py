@@ -52,6 +52,9 @@ class DataConfig:
             like the corpus); `dev_size` is then ignored.
         test_path: str. The same for the test split (a shared task's or a lexicon's own
             test set); `test_size` is then ignored.
+        dev_source_path, dev_target_path: str. The dev split as two line-aligned files
+            instead of `dev_path`.
+        test_source_path, test_target_path: str. The same for the test split.
         limit: int. Use at most this many pairs (0: all); for quick runs.
         seed: int. Seed of the split.
     """
@@ -72,6 +75,10 @@ class DataConfig:
     test_size: float = 0.1
     dev_path: str = ""
     test_path: str = ""
+    dev_source_path: str = ""
+    dev_target_path: str = ""
+    test_source_path: str = ""
+    test_target_path: str = ""
     limit: int = 0
     seed: int = 1234
 
@@ -341,6 +348,12 @@ class Config:
             raise ValueError("data.path: required when data.dataset is 'tsv'")
         if d.dataset == "parallel" and not (d.source_path and d.target_path):
             raise ValueError("data.source_path, data.target_path: required when data.dataset is 'parallel'")
+        for split in ("dev", "test"):
+            tsv, source, target = (getattr(d, f"{split}{part}_path") for part in ("", "_source", "_target"))
+            if tsv and (source or target):
+                raise ValueError(f"data.{split}_path, data.{split}_source_path: name the {split} split once")
+            if bool(source) != bool(target):
+                raise ValueError(f"data.{split}_source_path, data.{split}_target_path: give both or neither")
         _positive("data.max_length", d.max_length)
         _at_least("data.min_length", d.min_length, 0)
         _positive("data.max_length_ratio", d.max_length_ratio)

@@ -9,7 +9,7 @@ import os
 
 from keras_s2s.config import Config
 from keras_s2s.data.datasets import load_pairs
-from keras_s2s.data.readers import CorpusError, Pair, filter_pairs, read_tsv, split_pairs, write_tsv
+from keras_s2s.data.readers import CorpusError, Pair, filter_pairs, read_parallel, read_tsv, split_pairs, write_tsv
 from keras_s2s.data.tokenizers import build_tokenizers, load_tokenizers, save_tokenizers, tokenizer_files
 from keras_s2s.training.distribution import log
 from serving.files import atomic_write
@@ -58,28 +58,39 @@ def _filtered(config: Config, pairs, name: str):
     return kept, filtered
 
 
+def _named_split(data, split: str) -> tuple[list[str], list[Pair]] | None:
+    """The dev or test split named in the config, as `(paths, pairs)`, or None."""
+    tsv = getattr(data, f"{split}_path")
+    paths = [tsv] if tsv else [getattr(data, f"{split}_source_path"), getattr(data, f"{split}_target_path")]
+    if not all(paths):
+        return None
+    for path in paths:
+        if not os.path.isfile(path):
+            key = f"{split}_path" if tsv else f"{split}_{'source' if path == paths[0] else 'target'}_path"
+            raise CorpusError(f"data.{key}: {path}: no such file")
+    return paths, read_tsv(tsv) if tsv else read_parallel(*paths)
+
+
 def _splits(config: Config, kept: list[Pair]) -> tuple[dict, dict]:
     """Train, dev and test: the named dev and test files as given (filtered like the corpus),
     the others split off the corpus. Returns the splits and, for the report, each named
     file's filter counts and how many of its pairs the training split holds too."""
     data = config.data
-    named = {"dev": data.dev_path, "test": data.test_path}
-    splits = split_pairs(
-        kept, 0 if data.dev_path else data.dev_size, 0 if data.test_path else data.test_size, data.seed
-    )
+    named = {split: _named_split(data, split) for split in ("dev", "test")}
+    splits = split_pairs(kept, 0 if named["dev"] else data.dev_size, 0 if named["test"] else data.test_size, data.seed)
     given = {}
     train_pairs = {(pair.source, pair.target) for pair in splits["train"]}
-    for split, path in named.items():
-        if not path:
+    for split, files in named.items():
+        if files is None:
             continue
-        if not os.path.isfile(path):
-            raise CorpusError(f"data.{split}_path: {path}: no such file")
-        splits[split], filtered = _filtered(config, read_tsv(path), f"{split} {path}")
+        paths, pairs = files
+        what = " + ".join(paths)
+        splits[split], filtered = _filtered(config, pairs, f"{split} {what}")
         overlap = sum((pair.source, pair.target) in train_pairs for pair in splits[split])
         if overlap:
-            log(f"{split} {path}: {overlap} of its {len(splits[split])} pairs are in the training data too")
+            log(f"{split} {what}: {overlap} of its {len(splits[split])} pairs are in the training data too")
         given[f"{split}_file"] = {
-            "path": os.path.abspath(path),
+            "paths": [os.path.abspath(path) for path in paths],
             "filter": dataclasses.asdict(filtered),
             "pairs_also_in_train": overlap,
         }

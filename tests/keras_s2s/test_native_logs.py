@@ -96,3 +96,16 @@ def test_the_commands_are_quiet_and_verbose_brings_tensorflow_back(tiny_run):
     if not os.path.exists("/proc/driver/nvidia"):
         # Without CUDA drivers TensorFlow always says so at start-up ("Could not find cuda drivers").
         assert any(is_native_log_line(line.encode()) for line in verbose.stderr.splitlines())
+
+
+def test_verbose_is_a_flag_and_the_old_verbose_n_means_progress_n(capsys):
+    from keras_s2s.cli import _legacy_verbose, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--config", "tiny", "--run-dir", "r", "--verbose"])
+    assert _legacy_verbose(args) is True and args.progress is None
+    args = parser.parse_args(["train", "--config", "tiny", "--run-dir", "r", "--verbose", "2"])
+    assert _legacy_verbose(args) is False and args.progress == 2
+    assert "--verbose 2 is now --progress 2" in capsys.readouterr().err
+    args = parser.parse_args(["evaluate", "run", "--verbose"])
+    assert _legacy_verbose(args) is True

@@ -496,12 +496,21 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
 
 
 def test_named_dev_and_test_files_are_the_runs_splits_as_given(tmp_path):
-    corpus, dev, test = tmp_path / "train.tsv", tmp_path / "dev.tsv", tmp_path / "test.tsv"
+    """The test split as a TSV file, the dev split as two line-aligned files."""
+    corpus, test = tmp_path / "train.tsv", tmp_path / "test.tsv"
+    dev_source, dev_target = tmp_path / "dev.src", tmp_path / "dev.tgt"
     _toy_corpus(corpus, 120, "reverse", seed=1)
-    dev.write_text("abc\tcba\nbadge\tegdab\n", encoding="utf-8")
+    dev_source.write_text("abc\nbadge\n", encoding="utf-8")
+    dev_target.write_text("cba\negdab\n", encoding="utf-8")
     train_line = corpus.read_text(encoding="utf-8").splitlines()[5]
     test.write_text(f"hag\tgah\n{train_line}\n\n", encoding="utf-8")  # one pair of the training file, one blank
-    config = _toy_config(corpus, f"data.dev_path={dev}", f"data.test_path={test}", "training.epochs=1")
+    config = _toy_config(
+        corpus,
+        f"data.dev_source_path={dev_source}",
+        f"data.dev_target_path={dev_target}",
+        f"data.test_path={test}",
+        "training.epochs=1",
+    )
     run_dir = tmp_path / "run"
     train(config, str(run_dir), verbose=0)
     splits = {name: read_tsv(str(run_dir / "data" / f"{name}.tsv")) for name in ("train", "dev", "test")}
@@ -512,6 +521,8 @@ def test_named_dev_and_test_files_are_the_runs_splits_as_given(tmp_path):
         report = json.load(handle)
     assert report["test_file"]["pairs_also_in_train"] == 1 and report["test_file"]["filter"]["empty"] == 1
     assert report["dev_file"]["pairs_also_in_train"] == 0 and report["splits"] == {"train": 120, "dev": 2, "test": 2}
+    assert report["dev_file"]["paths"] == [str(dev_source), str(dev_target)]
+    assert report["test_file"]["paths"] == [str(test)]
 
 
 def test_a_missing_named_split_file_is_refused_with_its_name(tmp_path):
@@ -522,6 +533,13 @@ def test_a_missing_named_split_file_is_refused_with_its_name(tmp_path):
     config = _toy_config(corpus, f"data.test_path={tmp_path / 'nowhere.tsv'}")
     with pytest.raises(CorpusError, match="data.test_path: .*nowhere.tsv: no such file"):
         train(config, str(tmp_path / "run"), verbose=0)
+    config = _toy_config(corpus, f"data.dev_source_path={corpus}", f"data.dev_target_path={tmp_path / 'no.tgt'}")
+    with pytest.raises(CorpusError, match="data.dev_target_path: .*no.tgt: no such file"):
+        train(config, str(tmp_path / "run2"), verbose=0)
+    with pytest.raises(ValueError, match="data.dev_source_path, data.dev_target_path: give both"):
+        _toy_config(corpus, f"data.dev_source_path={corpus}").validate()
+    with pytest.raises(ValueError, match="name the test split once"):
+        _toy_config(corpus, f"data.test_path={corpus}", f"data.test_source_path={corpus}").validate()
 
 
 def test_evaluating_named_files_and_scoring_a_hypothesis_file_match_the_runs_evaluation(tiny_run, tmp_path, capsys):
