@@ -10,7 +10,9 @@ model, loss and optimizer, and `--steps` timed training steps after `--warmup` s
 - the input pipeline alone (the same `tf.data` pipeline, no model): batches per second,
   against the batches per second training consumes.
 `paper` is the paper's shape (4 x 1000, 1000-d embeddings, 32k vocabularies) fed with
-`bible_small`'s data; on a CPU it is slow, so it runs fewer steps.
+`bible_small`'s data; on a CPU it is slow, so it runs fewer steps. `--gates` compares
+`LSTM`'s float32 gates with Keras' all-bfloat16 step; `--precisions` the step in float32,
+in bfloat16 and under `training.mixed_precision: auto` as it resolves on this machine.
 """
 
 from __future__ import annotations
@@ -202,6 +204,47 @@ def measure_gates(preset: str, warmup: int, steps: int, quick: bool) -> list[dic
     ]
 
 
+def measure_precisions(preset: str, warmup: int, steps: int, quick: bool) -> list[dict]:
+    """The preset's training step in float32, in bfloat16, and under `auto` (as resolved on
+    this machine), three models side by side on the same batches."""
+    import keras
+    import numpy as np
+
+    from keras_s2s.training.precision import resolve
+
+    config, data = _data(preset, quick)
+    config = _model_config(preset, config, data, quick)
+    auto, why = resolve("auto", gpus=0)
+    variants = {"float32": "none", "bfloat16": "bfloat16", f"auto ({auto})": auto}
+    models = {}
+    for name, mixed in variants.items():
+        keras.mixed_precision.set_global_policy("float32" if mixed == "none" else f"mixed_{mixed}")
+        models[name] = _compiled_model(config)
+    keras.mixed_precision.set_global_policy("float32")
+    _, batches = _take(config, data, True, warmup + steps)
+    times = {name: [] for name in variants}
+    for index, (inputs, targets, weights) in enumerate(batches):
+        order = list(variants)[index % len(variants) :] + list(variants)[: index % len(variants)]
+        for name in order:  # a rotating order, so drift in the machine's speed hits all three
+            start = time.perf_counter()
+            models[name].train_on_batch(inputs, targets, sample_weight=weights)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    tokens = sum(int(np.count_nonzero(b[0]["source_ids"])) + int(np.count_nonzero(b[1])) for b in batches[warmup:])
+    fastest = min(median(times["float32"]), median(times["bfloat16"]))
+    return [
+        {
+            "preset": preset,
+            "precision": name,
+            "step ms (median)": 1000 * median(times[name]),
+            "tokens/s": tokens / sum(times[name]),
+            "faster of float32, bfloat16 / this (median step)": fastest / median(times[name]),
+            "auto chose": why,
+        }
+        for name in variants
+    ]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="g2p_small,bible_small,paper")
@@ -212,6 +255,11 @@ def main(argv=None) -> int:
         "--gates",
         default="g2p_best",
         help="presets whose mixed-precision step runs with float32 LSTM gates and without (empty: skip)",
+    )
+    parser.add_argument(
+        "--precisions",
+        default="g2p_best",
+        help="presets whose step runs in float32, bfloat16 and under `auto` side by side (empty: skip)",
     )
     parser.add_argument("--quick", action="store_true", help="the tiny preset's data and a small shape (smoke test)")
     parser.add_argument("--out", default=None)
@@ -241,6 +289,10 @@ def main(argv=None) -> int:
     for preset in [p for p in args.gates.split(",") if p]:
         gates += measure_gates(preset, args.warmup, args.steps, args.quick)
         print(gates[-2:], file=sys.stderr)
+    precisions = []
+    for preset in [p for p in args.precisions.split(",") if p]:
+        precisions += measure_precisions(preset, args.warmup, args.steps, args.quick)
+        print(precisions[-3:], file=sys.stderr)
     print(
         table(
             rows,
@@ -275,7 +327,19 @@ def main(argv=None) -> int:
         print(
             table(gates, ["preset", "precision", "LSTM step", "step ms (median)", "tokens/s", "speed-up (median step)"])
         )
-    payload = {"machine": machine(), "commit": git_commit(), "rows": rows, "ratios": ratios, "gates": gates}
+    if precisions:
+        print()
+        columns = ["preset", "precision", "step ms (median)", "tokens/s", "faster of float32, bfloat16 / this (median step)"]
+        print(table(precisions, columns))
+        print(f"auto: {precisions[0]['auto chose']}")
+    payload = {
+        "machine": machine(),
+        "commit": git_commit(),
+        "rows": rows,
+        "ratios": ratios,
+        "gates": gates,
+        "precisions": precisions,
+    }
     print("wrote", write_result("train", payload, args.out), file=sys.stderr)
     return 0
 

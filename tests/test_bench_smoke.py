@@ -115,6 +115,9 @@ def test_training_benchmark_prints_its_tables(tmp_path):
     assert "| preset | precision | LSTM step |" in stdout
     assert [row["LSTM step"] for row in payload["gates"]] == ["float32 gates and cell", "Keras (all bfloat16)"]
     assert all(row["step ms (median)"] > 0 for row in payload["gates"])
+    assert [row["precision"][:4] for row in payload["precisions"]] == ["floa", "bflo", "auto"]
+    assert all(row["step ms (median)"] > 0 for row in payload["precisions"])
+    assert "auto: " in stdout
 
 
 def test_gpu_training_step_script_runs_under_torch_on_the_cpu(tmp_path):
