@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/g2p_small
+DEMO_CONFIG ?= g2p_small
 DEMO_MINUTES ?= 8
+MAX_INT8_LOSS ?= 1.0
 
 .PHONY: setup setup-dev setup-web system-packages demo test bench g2p-ensemble clean
 
@@ -29,9 +31,9 @@ setup-dev: $(VENV)/.dev
 BUNDLE_DIR ?= runs/g2p_small.bundle
 
 demo: setup
-	$(BIN)/s2s train --config g2p_small --run-dir $(RUN_DIR) --max-minutes $(DEMO_MINUTES) --progress 2
+	$(BIN)/s2s train --config $(DEMO_CONFIG) --run-dir $(RUN_DIR) --max-minutes $(DEMO_MINUTES) --progress 2
 	$(BIN)/s2s evaluate $(RUN_DIR) --split test --beam 5 --batch-size 256 --samples 8
-	$(BIN)/s2s-export $(RUN_DIR) --out $(BUNDLE_DIR) --quantize int8 --gate-sentences 300
+	$(BIN)/s2s-export $(RUN_DIR) --out $(BUNDLE_DIR) --quantize int8 --gate-sentences 300 --max-int8-loss $(MAX_INT8_LOSS)
 	printf 'keras\nsequence\nphoneme\nonnxruntime\n' > $(RUN_DIR)/demo_words.txt
 	$(BIN)/s2s-translate $(BUNDLE_DIR) -i $(RUN_DIR)/demo_words.txt --beam 5 | paste $(RUN_DIR)/demo_words.txt -
 

@@ -293,35 +293,12 @@ def main(argv=None) -> int:
     for preset in [p for p in args.precisions.split(",") if p]:
         precisions += measure_precisions(preset, args.warmup, args.steps, args.quick)
         print(precisions[-3:], file=sys.stderr)
-    print(
-        table(
-            rows,
-            [
-                "preset",
-                "batching",
-                "tokens/s",
-                "padding %",
-                "step ms (median)",
-                "sentences/batch",
-                "pipeline batches/s",
-                "training batches/s",
-                "pipeline / training",
-            ],
-        )
-    )
-    print()
-    print(
-        table(
-            ratios,
-            [
-                "preset",
-                "buckets / padded tokens/s",
-                "padding % with buckets",
-                "padding % without",
-                "pipeline / training",
-            ],
-        )
-    )
+    if rows:
+        columns = ["preset", "batching", "tokens/s", "padding %", "step ms (median)", "sentences/batch"]
+        print(table(rows, columns + ["pipeline batches/s", "training batches/s", "pipeline / training"]))
+        print()
+        columns = ["preset", "buckets / padded tokens/s", "padding % with buckets", "padding % without"]
+        print(table(ratios, columns + ["pipeline / training"]))
     if gates:
         print()
         print(
@@ -329,9 +306,15 @@ def main(argv=None) -> int:
         )
     if precisions:
         print()
-        columns = ["preset", "precision", "step ms (median)", "tokens/s", "faster of float32, bfloat16 / this (median step)"]
+        columns = [
+            "preset",
+            "precision",
+            "step ms (median)",
+            "tokens/s",
+            "faster of float32, bfloat16 / this (median step)",
+        ]
         print(table(precisions, columns))
-        print(f"auto: {precisions[0]['auto chose']}")
+        print(precisions[0]["auto chose"])
     payload = {
         "machine": machine(),
         "commit": git_commit(),

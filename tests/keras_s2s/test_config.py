@@ -75,3 +75,21 @@ def test_unknown_key_in_a_file_is_named(tmp_path):
     path.write_text("model:\n  num_layers: 2\n  hiden_dim: 5\n")
     with pytest.raises(ValueError, match=r"bad\.yaml.*model\.hiden_dim"):
         Config.load(path)
+
+
+def test_the_configuration_page_is_generated_from_the_config():
+    """docs/configuration.md lists every field with its default; regenerate it with
+    `python -m keras_s2s.config_reference > docs/configuration.md`."""
+    import dataclasses
+    import os
+
+    from keras_s2s.config import Config
+    from keras_s2s.config_reference import reference
+
+    page = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "configuration.md")
+    with open(page, encoding="utf-8") as handle:
+        assert handle.read() == reference()
+    text = reference()
+    for section in ("data", "tokenizer", "model", "training", "decode"):
+        for field in dataclasses.fields(getattr(Config(), section)):
+            assert f"| `{section}.{field.name}` |" in text
