@@ -55,7 +55,7 @@ system-packages:
 		echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
-	else echo "make test: missing Debian packages; the page and Bible tests need: sudo apt-get install $(SYSTEM_PACKAGES)"; fi
+	else echo "make test: the Bible and demo-page tests will be skipped (Debian packages missing); to run them: sudo apt-get install $(SYSTEM_PACKAGES)"; fi
 
 # Lint and format checks, the suite on TensorFlow, then the torch backend's tests in a
 # process of their own (KERAS_BACKEND=torch, no TensorFlow).
