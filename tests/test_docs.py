@@ -19,6 +19,8 @@ import sys
 
 import pytest
 
+from keras_s2s.native_logs import is_native_log_line
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENTS = [
     "README.md",
@@ -178,6 +180,13 @@ def _run_block(language: str, code: str, cwd: str, where: str) -> None:
     assert result.returncode == 0, (
         f"{where}:\n{code}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
     )
+    # Quiet by default: neither TensorFlow's start-up logging nor the quantiser's advice.
+    noise = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if is_native_log_line(line.encode()) or "cuInit" in line or "pre-processing before quantization" in line
+    ]
+    assert not noise, f"{where}: {noise[:3]}"
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
