@@ -1,4 +1,4 @@
-"""The `s2s` command line: train, launch-local, evaluate, score, decode, attention."""
+"""The `s2s` command line: train, launch-local, evaluate, score, decode, attention, study."""
 
 from __future__ import annotations
 
@@ -153,6 +153,84 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _numbers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _study(args) -> int:
+    if args.study == "beam":
+        from keras_s2s.studies.beam import beam_study
+
+        beam_study(
+            args.run_dir, args.out, _numbers(args.beams), args.ensemble or (), args.split, args.checkpoint, args.limit
+        )
+    elif args.study == "length":
+        from keras_s2s.studies.length import length_study
+
+        labels = args.labels.split(",") if args.labels else ()
+        length_study(args.run_dirs, args.out, labels, args.split, args.beam, args.buckets, args.checkpoint, args.limit)
+    elif args.study == "vector":
+        from keras_s2s.studies.vector import read_groups, vector_study
+
+        vector_study(args.run_dir, args.out, read_groups(args.groups) if args.groups else None, args.checkpoint)
+    else:
+        from keras_s2s.studies.variants import depth_variants, reversal_variants, variants_study
+
+        variants = reversal_variants() if args.study == "reversal" else depth_variants(_numbers(args.layers))
+        variants_study(
+            args.study,
+            args.config,
+            variants,
+            args.out,
+            args.minutes,
+            _numbers(args.seeds),
+            args.set or [],
+            args.split,
+            args.beam,
+            args.limit,
+        )
+    print(f"study {args.study}: {os.path.join(args.out, args.study)}.{{md,json,png}}")
+    return 0
+
+
+def _add_study_parsers(commands) -> None:
+    study = commands.add_parser("study", help="the paper's findings as experiments: tables and PNGs")
+    studies = study.add_subparsers(dest="study", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="directory for NAME.md, NAME.json and NAME.png")
+    common.add_argument("--split", default="test", choices=("dev", "test"))
+    common.add_argument("--limit", type=int, default=0, help="score only the split's first N inputs (0: all)")
+    common.add_argument("--verbose", action="store_true", help="show TensorFlow's own logging")
+    decoding = argparse.ArgumentParser(add_help=False)
+    decoding.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"))
+
+    beam = studies.add_parser("beam", parents=[common, decoding], help="quality by beam size, single and ensemble")
+    beam.add_argument("run_dir")
+    beam.add_argument("--beams", default="1,2,3,5,8,12", help="comma-separated beam sizes")
+    beam.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", help="more runs to decode with RUN_DIR as one model")
+
+    length = studies.add_parser("length", parents=[common, decoding], help="quality by source length, several runs")
+    length.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    length.add_argument("--labels", default=None, help="comma-separated names of the runs")
+    length.add_argument("--beam", type=int, default=None)
+    length.add_argument("--buckets", type=int, default=6, help="length buckets of about equal size")
+
+    vector = studies.add_parser("vector", parents=[common, decoding], help="2-D PCA of the encoder's final states")
+    vector.add_argument("run_dir")
+    vector.add_argument("--groups", default=None, help="group<TAB>text lines (default: built-in groups)")
+
+    for name, text in (("reversal", "train with and without the reversed source"), ("depth", "train 1..N layers")):
+        trained = studies.add_parser(name, parents=[common], help=f"{text}, equal budgets")
+        trained.add_argument("--config", required=True, help="preset name or file")
+        trained.add_argument("--minutes", type=float, required=True, help="training budget of every run")
+        trained.add_argument("--seeds", default="1", help="comma-separated training seeds")
+        trained.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config change for every run")
+        trained.add_argument("--beam", type=int, default=None)
+        if name == "depth":
+            trained.add_argument("--layers", default="1,2,3,4", help="comma-separated layer counts")
+    study.set_defaults(handler=_study)
+
+
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's own logging (CUDA probing, oneDNN notices)"
@@ -241,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--out", default=None, help="PNG file (default: RUN_DIR/attention.png)")
     _add_verbose(attention)
     attention.set_defaults(handler=_attention)
+    _add_study_parsers(commands)
     return parser
 
 
