@@ -208,3 +208,42 @@ def test_engines_benchmark_prints_its_tables(tiny_bundle, tmp_path):
     assert payload["done_sentences"][0]["rows_keeping"] >= payload["done_sentences"][0]["rows_dropping"] > 0
     runtimes = {row["runtime"]: row for row in payload["javascript"]}
     assert len(runtimes) == 3 and all(row["p50_ms"] > 0 for row in runtimes.values())
+
+
+def test_g2p_benchmark_scores_phonetisaurus_and_the_bundle_on_the_same_words(tiny_bundle, tmp_path):
+    import shutil
+
+    run_dir, bundle_dir, _, _ = tiny_bundle
+    shutil.copytree(run_dir, tmp_path / "tiny")
+    shutil.copytree(bundle_dir, tmp_path / "tiny.bundle")
+    png = tmp_path / "g2p.png"
+    stdout, payload = _run(
+        [
+            "bench/g2p.py",
+            "--runs",
+            str(tmp_path / "tiny"),
+            "--limit",
+            "30",
+            "--beams",
+            "1,2",
+            "--threads",
+            "1",
+            "--engines",
+            "graph,steps",
+            "--phonetisaurus-venv",
+            str(tmp_path / "phonetisaurus-venv"),
+            "--png",
+            str(png),
+        ],
+        tmp_path,
+    )
+    assert "| system | engine | precision | beam |" in stdout
+    systems = [row["system"] for row in payload["rows"]]
+    assert systems == ["Phonetisaurus"] + ["tiny"] * 8  # 2 engines x 2 precisions x 2 beams
+    assert payload["words"] == 30 and all(row["words/s"] > 0 for row in payload["rows"])
+    # Trained on 500 words, Phonetisaurus gets some right; its PER is a real score.
+    assert 0 <= payload["rows"][0]["per"] < 100
+    # Both engines give the same outputs, so the same scores.
+    by_engine = {(r["engine"], r["precision"], r["beam"]): r["wer"] for r in payload["rows"][1:]}
+    assert all(by_engine[("graph", p, b)] == by_engine[("steps", p, b)] for _, p, b in by_engine)
+    assert png.read_bytes()[:4] == b"\x89PNG"
