@@ -30,7 +30,15 @@ RUNNABLE = ("bash", "python", "js")
 
 # (pattern, replacement, why) applied to every runnable block.
 SUBSTITUTIONS = [
+    (
+        r"--config bible_best\b",
+        "--config tiny --set training.average_last_epochs=2",
+        "bible_best trains for two hours and averages its last epochs",
+    ),
     (r"--config (g2p_small|g2p_best|bible_small|paper)\b", "--config tiny", "the presets train for minutes to hours"),
+    (r"--minutes \d+", "--minutes 1", "tiny trains in seconds"),
+    (r"--seeds [\d,]+", "--seeds 1", "one seed exercises the same code"),
+    (r"--layers [\d,]+", "--layers 1,2", "two depths exercise the same code"),
     (r"--max-minutes \d+", "--max-minutes 1", "tiny trains in seconds"),
     (r"--quantize int8", "--quantize int8 --max-int8-loss 100", "a 32-unit model loses more than a point to INT8"),
     (r"^pip install .*$", ":", "tests/test_packaging.py installs the wheel into a fresh virtual environment"),
@@ -106,11 +114,16 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     from keras_s2s.cli import build_parser as s2s_parser
     from serving.cli import build_parser as translate_parser
 
-    s2s = s2s_parser()
-    parsers = {"s2s-export": export_parser(), "s2s-translate": translate_parser(), "s2s": s2s}
-    for action in s2s._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            parsers.update({f"s2s {name}": parser for name, parser in action.choices.items()})
+    parsers = {"s2s-export": export_parser(), "s2s-translate": translate_parser()}
+
+    def add(prefix: str, parser: argparse.ArgumentParser) -> None:
+        parsers[prefix] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    add(f"{prefix} {name}", child)
+
+    add("s2s", s2s_parser())
     return parsers
 
 
@@ -128,8 +141,7 @@ def test_every_option_of_a_synopsis_exists():
             for text in code.splitlines():
                 words = text.split()
                 if words and words[0] in ("s2s", "s2s-export", "s2s-translate"):
-                    name = " ".join(words[:2]) if words[0] == "s2s" and len(words) > 1 else words[0]
-                    command = name if name in parsers else words[0]
+                    command = next(" ".join(words[:n]) for n in (3, 2, 1) if " ".join(words[:n]) in parsers)
                 elif not text.startswith(" "):
                     command = None  # a line that is not a command or its continuation
                 if command is None:
