@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         decode.add_argument("--beam", type=int, default=None)
         decode.add_argument("--batch-size", type=int, default=64)
         _add_verbose(decode)
-    decode.set_defaults(handler=_translate)
+        decode.set_defaults(handler=_translate)
 
     attention = commands.add_parser(
         "attention", help="translate a few inputs and draw their attention weights into a PNG"
