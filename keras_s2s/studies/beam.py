@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from keras_s2s.studies.common import load_split, markdown_table, pyplot, save_figure, write_study
+from keras_s2s.studies.common import load_split, markdown_table, plot_lines, write_study
 
 
 def beam_study(
@@ -44,17 +44,14 @@ def beam_study(
         payload["ensemble"] = [os.path.abspath(d) for d in ensemble]
     paths = write_study(out_dir, "beam", payload, markdown)
 
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 3.8))
-    for name in models:
-        points = [r for r in rows if r["model"] == name]
-        axis.plot([r["beam"] for r in points], [r[data.headline] for r in points], marker="o", label=name)
-    axis.set_xscale("log", base=2)
-    axis.set_xticks(list(beams), [str(b) for b in beams])
-    axis.set_xlabel("beam size")
-    axis.set_ylabel(f"{split} {data.headline.upper()}" + (" (%)" if data.kind == "g2p" else ""))
-    axis.set_title("Quality by beam size")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    save_figure(figure, paths["png"])
+    series = {name: [r[data.headline] for r in rows if r["model"] == name] for name in models}
+    unit = " (%)" if data.kind == "g2p" else ""
+    plot_lines(
+        series,
+        [str(b) for b in beams],
+        "beam size",
+        f"{split} {data.headline.upper()}{unit}",
+        "Quality by beam size",
+        paths["png"],
+    )
     return payload

@@ -98,6 +98,21 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_lines(series: dict[str, list[float]], ticks: list[str], xlabel: str, ylabel: str, title: str, path: str):
+    """One line per series over the same ticks, into `path` (PNG)."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    for label, values in series.items():
+        axis.plot(range(len(values)), values, marker="o", label=label)
+    axis.set_xticks(range(len(ticks)), ticks)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return save_figure(figure, path)
+
+
 def save_figure(figure, path: str) -> str:
     import matplotlib.pyplot as plt
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from keras_s2s.studies.common import load_split, markdown_table, pyplot, save_figure, write_study
+from keras_s2s.studies.common import load_split, markdown_table, plot_lines, write_study
 
 
 def _length(kind: str, source: str) -> int:
@@ -74,16 +74,14 @@ def length_study(
     payload = {"study": "length", "runs": dict(zip(labels, map(os.path.abspath, run_dirs))), "unit": unit, "rows": rows}
     paths = write_study(out_dir, "length", payload, markdown)
 
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3.8))
-    for label in labels:
-        points = [r for r in rows if r["run"] == label]
-        axis.plot(range(len(points)), [r[reference.headline] for r in points], marker="o", label=label)
-    axis.set_xticks(range(len(ranges)), [f"{low}-{high}" for low, high in ranges])
-    axis.set_xlabel(f"source length ({unit})")
-    axis.set_ylabel(f"{split} {reference.headline.upper()}" + (" (%)" if reference.kind == "g2p" else ""))
-    axis.set_title("Quality by source length")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    save_figure(figure, paths["png"])
+    series = {label: [r[reference.headline] for r in rows if r["run"] == label] for label in labels}
+    unit_label = " (%)" if reference.kind == "g2p" else ""
+    plot_lines(
+        series,
+        [f"{low}-{high}" for low, high in ranges],
+        f"source length ({unit})",
+        f"{split} {reference.headline.upper()}{unit_label}",
+        "Quality by source length",
+        paths["png"],
+    )
     return payload
