@@ -40,6 +40,8 @@ SUBSTITUTIONS = [
     (r"--seeds [\d,]+", "--seeds 1", "one seed exercises the same code"),
     (r"--layers [\d,]+", "--layers 1,2", "two depths exercise the same code"),
     (r"--max-minutes \d+", "--max-minutes 1", "tiny trains in seconds"),
+    (r"training\.epochs=\d+", "training.epochs=2", "a study's epochs cap is what its minutes stop"),
+    (r"\.seed2\b", ".seed1", "the sandbox trains one seed; a run ensembled with itself exercises the same code"),
     (r"--quantize int8", "--quantize int8 --max-int8-loss 100", "a 32-unit model loses more than a point to INT8"),
     (r"^pip install .*$", ":", "tests/test_packaging.py installs the wheel into a fresh virtual environment"),
     (r"\(cd web && npm ci --ignore-scripts\)", "test -d web/node_modules/onnxruntime-node", "make test ran it"),

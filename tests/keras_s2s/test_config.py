@@ -1,11 +1,21 @@
 import dataclasses
+import os
 
 import pytest
 
+import keras_s2s
 from keras_s2s.config import Config, load_preset
 
+PRESETS = sorted(
+    name[: -len(".yaml")] for name in os.listdir(os.path.join(os.path.dirname(keras_s2s.__file__), "configs"))
+)
 
-@pytest.mark.parametrize("preset", ["tiny", "g2p_small", "g2p_best", "bible_small", "paper"])
+
+def test_the_documented_presets_ship_with_the_package():
+    assert {"tiny", "g2p_small", "g2p_fast", "g2p_best", "bible_small", "bible_best", "paper"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_presets_load_and_round_trip(preset):
     config = load_preset(preset)
     assert Config.from_json(config.to_json()) == config
