@@ -51,7 +51,8 @@ def phonetisaurus(command: str, train: list[tuple[str, str]], words: list[str], 
     start = time.perf_counter()
     subprocess.run([command, "train", "--model", model, lexicon], check=True, capture_output=True)
     train_seconds = time.perf_counter() - start
-    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    # One core of those this process may use, so a bench pinned with taskset stays there.
+    pin = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if shutil.which("taskset") else []
     start = time.perf_counter()
     result = subprocess.run(
         [*pin, command, "predict", "--model", model], input="\n".join(words) + "\n", capture_output=True, text=True

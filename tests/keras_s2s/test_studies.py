@@ -80,7 +80,8 @@ def test_perplexity_is_the_exponent_of_the_dev_loss(tiny_run):
     assert perplexity(run_dir, "dev") == pytest.approx(math.exp(summary["best_val_loss"]), rel=0.05)
 
 
-def test_reversal_study_trains_both_variants_and_resumes(tmp_path):
+def test_reversal_study_trains_both_variants_and_resumes(tmp_path, monkeypatch):
+    import keras_s2s.decoder
     from keras_s2s.studies.variants import reversal_variants, variants_study
 
     settings = ["training.epochs=1", "data.limit=300"]
@@ -91,7 +92,18 @@ def test_reversal_study_trains_both_variants_and_resumes(tmp_path):
     configs = [json.load(open(os.path.join(r["run_dir"], "config.json"), encoding="utf-8")) for r in payload["rows"]]
     assert [c["model"]["reverse_source"] for c in configs] == [False, True]
     assert all(c["model"]["attention"] == "none" for c in configs)
-    # Run again: the finished runs are scored, not retrained.
+    for row in payload["rows"]:
+        assert len(row["dev_perplexity_by_epoch"]) == row["epochs"] and row["dev_perplexity_by_epoch"][0] > 1
+    # Run again: the finished runs are neither retrained nor decoded again.
     stamps = [os.path.getmtime(os.path.join(r["run_dir"], "train_summary.json")) for r in payload["rows"]]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a scored run was decoded again")
+
+    monkeypatch.setattr(keras_s2s.decoder, "make_translator", no_decoding)
     variants_study("reversal", "tiny", reversal_variants(), str(tmp_path), minutes=1, settings=settings, limit=20)
     assert stamps == [os.path.getmtime(os.path.join(r["run_dir"], "train_summary.json")) for r in payload["rows"]]
+    assert _outputs(tmp_path, "reversal")["rows"] == payload["rows"]
+    # Another scoring (here: fewer inputs) decodes again.
+    with pytest.raises(AssertionError, match="decoded again"):
+        variants_study("reversal", "tiny", reversal_variants(), str(tmp_path), minutes=1, settings=settings, limit=10)
