@@ -8,7 +8,8 @@ run's training split and decodes the same test words as our bundles (`RUN.bundle
 `s2s-export RUN --out RUN.bundle --quantize int8`). For every bundle: PER, WER and words/s
 for each engine, precision (float32, INT8), beam (1, 5) and thread count (1, 2); for
 Phonetisaurus: its training time, PER, WER and words/s on one core (it is single-threaded;
-pinned with `taskset` where there is one). One PNG: WER against words/s.
+pinned with `taskset` where there is one). Words/s is the median of `--repeats` timed
+decodes of all the words. One PNG: WER against words/s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import collections
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -42,7 +44,7 @@ def _venv(path: str) -> str:
     return command
 
 
-def phonetisaurus(command: str, train: list[tuple[str, str]], words: list[str], work: str) -> dict:
+def phonetisaurus(command: str, train: list[tuple[str, str]], words: list[str], work: str, repeats: int) -> dict:
     """Trains on `train` and decodes `words`; returns the hypotheses and the timings."""
     os.makedirs(work, exist_ok=True)
     lexicon, model = os.path.join(work, "train.lexicon"), os.path.join(work, "g2p.fst")
@@ -53,13 +55,16 @@ def phonetisaurus(command: str, train: list[tuple[str, str]], words: list[str], 
     train_seconds = time.perf_counter() - start
     # One core of those this process may use, so a bench pinned with taskset stays there.
     pin = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if shutil.which("taskset") else []
-    start = time.perf_counter()
-    result = subprocess.run(
-        [*pin, command, "predict", "--model", model], input="\n".join(words) + "\n", capture_output=True, text=True
-    )
-    seconds = time.perf_counter() - start
-    if result.returncode:
-        raise RuntimeError(f"phonetisaurus predict failed: {result.stderr[-2000:]}")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = subprocess.run(
+            [*pin, command, "predict", "--model", model], input="\n".join(words) + "\n", capture_output=True, text=True
+        )
+        times.append(time.perf_counter() - start)
+        if result.returncode:
+            raise RuntimeError(f"phonetisaurus predict failed: {result.stderr[-2000:]}")
+    seconds = statistics.median(times)
     best = {}
     for line in result.stdout.splitlines():
         word, _, phones = line.partition(" ")
@@ -67,14 +72,17 @@ def phonetisaurus(command: str, train: list[tuple[str, str]], words: list[str], 
     return {"hypotheses": [best.get(w, "") for w in words], "train_seconds": train_seconds, "seconds": seconds}
 
 
-def ours(bundle: str, words: list[str], engine: str, int8: bool, beam: int, threads: int) -> dict:
+def ours(bundle: str, words: list[str], engine: str, int8: bool, beam: int, threads: int, repeats: int) -> dict:
     from serving.translator import Translator
 
     translator = Translator.from_bundle(bundle, num_threads=threads, int8=int8, engine=engine)
     translator.translate_best(words[:64], beam_size=beam)  # warm-up: sessions, first calls
-    start = time.perf_counter()
-    hypotheses = translator.translate_best(words, beam_size=beam, batch_size=64)
-    return {"hypotheses": hypotheses, "seconds": time.perf_counter() - start}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        hypotheses = translator.translate_best(words, beam_size=beam, batch_size=64)
+        times.append(time.perf_counter() - start)
+    return {"hypotheses": hypotheses, "seconds": statistics.median(times)}
 
 
 def _plot(rows: list[dict], path: str) -> None:
@@ -116,6 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--engines", default="graph,steps")
     parser.add_argument("--limit", type=int, default=0, help="the first N test words only (0: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed decodes per setting; words/s from their median")
     parser.add_argument("--phonetisaurus-venv", default=os.path.join(ROOT, "bench", ".phonetisaurus-venv"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--png", default=os.path.join(ROOT, "docs", "g2p_speed_accuracy.png"))
@@ -148,7 +157,11 @@ def main(argv=None) -> int:
     rows = []
     work = os.path.join(ROOT, "bench", ".cache", "phonetisaurus")
     baseline = phonetisaurus(
-        _venv(args.phonetisaurus_venv), read_pairs(os.path.join(runs[0], "data", "train.tsv")), words, work
+        _venv(args.phonetisaurus_venv),
+        read_pairs(os.path.join(runs[0], "data", "train.tsv")),
+        words,
+        work,
+        args.repeats,
     )
     rows.append(
         scored(
@@ -167,7 +180,7 @@ def main(argv=None) -> int:
             for int8 in (False, True):
                 for beam in map(int, args.beams.split(",")):
                     for threads in map(int, args.threads.split(",")):
-                        result = ours(bundle, words, engine, int8, beam, threads)
+                        result = ours(bundle, words, engine, int8, beam, threads, args.repeats)
                         precision = "int8" if int8 else "float32"
                         rows.append(
                             scored(
@@ -190,6 +203,7 @@ def main(argv=None) -> int:
         "machine": machine(),
         "commit": git_commit(),
         "words": len(words),
+        "repeats": args.repeats,
         "phonetisaurus": {"package": PHONETISAURUS, "train_seconds": baseline["train_seconds"]},
         "rows": rows,
     }

@@ -228,6 +228,8 @@ def test_g2p_benchmark_scores_phonetisaurus_and_the_bundle_on_the_same_words(tin
             "1,2",
             "--threads",
             "1",
+            "--repeats",
+            "2",
             "--engines",
             "graph,steps",
             "--phonetisaurus-venv",
@@ -240,7 +242,8 @@ def test_g2p_benchmark_scores_phonetisaurus_and_the_bundle_on_the_same_words(tin
     assert "| system | engine | precision | beam |" in stdout
     systems = [row["system"] for row in payload["rows"]]
     assert systems == ["Phonetisaurus"] + ["tiny"] * 8  # 2 engines x 2 precisions x 2 beams
-    assert payload["words"] == 30 and all(row["words/s"] > 0 for row in payload["rows"])
+    assert payload["words"] == 30 and payload["repeats"] == 2
+    assert all(row["words/s"] > 0 for row in payload["rows"])
     # Trained on 500 words, Phonetisaurus gets some right; its PER is a real score.
     assert 0 <= payload["rows"][0]["per"] < 100
     # Both engines give the same outputs, so the same scores.

@@ -74,13 +74,15 @@ def length_study(
     payload = {"study": "length", "runs": dict(zip(labels, map(os.path.abspath, run_dirs))), "unit": unit, "rows": rows}
     paths = write_study(out_dir, "length", payload, markdown)
 
-    series = {label: [r[reference.headline] for r in rows if r["run"] == label] for label in labels}
+    # WER grows with length for any model (more phones to get wrong); PER shows where it breaks.
+    key = "per" if reference.kind == "g2p" else reference.headline
+    series = {label: [r[key] for r in rows if r["run"] == label] for label in labels}
     unit_label = " (%)" if reference.kind == "g2p" else ""
     plot_lines(
         series,
         [f"{low}-{high}" for low, high in ranges],
         f"source length ({unit})",
-        f"{split} {reference.headline.upper()}{unit_label}",
+        f"{split} {key.upper()}{unit_label}",
         "Quality by source length",
         paths["png"],
     )
