@@ -5,7 +5,9 @@ minutes, once per seed, into `OUT_DIR/runs/`; an interrupted study resumes its r
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import statistics
 from collections.abc import Mapping, Sequence
@@ -27,27 +29,16 @@ def depth_variants(depths: Sequence[int]) -> dict[str, list[str]]:
 
 def dev_curve(run_dir: str) -> list[float]:
     """Dev perplexity (teacher-forced, exp of the dev loss) after each epoch of a run."""
-    import csv
-    import math
-
     with open(os.path.join(run_dir, "train_log.csv"), encoding="utf-8") as handle:
         return [math.exp(float(row["val_loss"])) for row in csv.DictReader(handle)]
 
 
-def _scored_before(path: str, run_dir: str, summary: dict, scoring: dict) -> dict | None:
-    """The row an earlier run of the study wrote for these weights and this scoring."""
+def _earlier_rows(path: str) -> list[dict]:
+    """The rows an earlier run of the study wrote, to reuse the scores of unchanged runs."""
     if not os.path.exists(path):
-        return None
+        return []
     with open(path, encoding="utf-8") as handle:
-        earlier = json.load(handle)
-    for row in earlier.get("rows", []):
-        if (
-            row.get("run_dir") == run_dir
-            and row.get("weights_digest") == summary.get("weights_digest")
-            and row.get("scoring") == scoring
-        ):
-            return row
-    return None
+        return json.load(handle).get("rows", [])
 
 
 def _finished(run_dir: str) -> dict | None:
@@ -77,6 +68,7 @@ def variants_study(
     from keras_s2s.decoder import make_translator
     from keras_s2s.training import train
 
+    earlier = _earlier_rows(os.path.join(out_dir, f"{name}.json"))
     rows = []
     for label, overrides in variants.items():
         for seed in seeds:
@@ -87,7 +79,15 @@ def variants_study(
                 print(f"[study {name}] {label}, seed {seed}: training {minutes:g} min into {run_dir}")
                 summary = train(config, run_dir, max_minutes=minutes, verbose=2)
             scoring = {"split": split, "limit": limit, "beam_size": beam_size}
-            row = _scored_before(os.path.join(out_dir, f"{name}.json"), run_dir, summary, scoring)
+            row = next(
+                (
+                    r
+                    for r in earlier
+                    if (r.get("run_dir"), r.get("weights_digest"), r.get("scoring"))
+                    == (run_dir, summary.get("weights_digest"), scoring)
+                ),
+                None,
+            )
             if row is None:
                 translator = make_translator(run_dir)
                 data = load_split(run_dir, split, translator.config, limit)
