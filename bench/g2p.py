@@ -93,8 +93,9 @@ def _plot(rows: list[dict], path: str) -> None:
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     presets = list(dict.fromkeys(r["system"] for r in rows if r["system"] != "Phonetisaurus"))
+    beams = sorted({r["beam"] for r in rows if r["system"] != "Phonetisaurus"})
     for index, preset in enumerate(presets):
-        for marker, beam in (("o", 1), ("s", 5)):
+        for marker, beam in zip("os^Dv", beams):
             mine = [r for r in rows if r["system"] == preset and r["beam"] == beam]
             axis.scatter(
                 [r["words/s"] for r in mine],
