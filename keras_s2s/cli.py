@@ -188,6 +188,7 @@ def _study(args) -> int:
             args.split,
             args.beam,
             args.limit,
+            args.jobs,
         )
     print(f"study {args.study}: {os.path.join(args.out, args.study)}.{{md,json,png}}")
     return 0
@@ -226,6 +227,9 @@ def _add_study_parsers(commands) -> None:
         trained.add_argument("--seeds", default="1", help="comma-separated training seeds")
         trained.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config change for every run")
         trained.add_argument("--beam", type=int, default=None)
+        trained.add_argument(
+            "--jobs", type=int, default=1, help="runs trained at once, each in its own process on its own CPU core"
+        )
         if name == "depth":
             trained.add_argument("--layers", default="1,2,3,4", help="comma-separated layer counts")
     study.set_defaults(handler=_study)

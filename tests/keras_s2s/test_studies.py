@@ -82,10 +82,17 @@ def test_perplexity_is_the_exponent_of_the_dev_loss(tiny_run):
 
 def test_reversal_study_trains_both_variants_and_resumes(tmp_path, monkeypatch):
     import keras_s2s.decoder
-    from keras_s2s.studies.variants import reversal_variants, variants_study
+    from keras_s2s.studies.variants import plan_runs, reversal_variants, variants_study
 
     settings = ["training.epochs=1", "data.limit=300"]
-    variants_study("reversal", "tiny", reversal_variants(), str(tmp_path), minutes=1, settings=settings, limit=20)
+    # Two at a time: each run trains in its own `s2s train` process.
+    variants_study(
+        "reversal", "tiny", reversal_variants(), str(tmp_path), minutes=1, settings=settings, limit=20, jobs=2
+    )
+    assert all(
+        os.path.getsize(f"{r.run_dir}.log") > 0
+        for r in plan_runs("reversal", reversal_variants(), (1,), settings, str(tmp_path))
+    )
     payload = _outputs(tmp_path, "reversal")
     assert [r["variant"] for r in payload["rows"]] == ["source as given", "reversed source"]
     assert all(r["perplexity"] > 1 and r["epochs"] == 1 for r in payload["rows"])
@@ -94,7 +101,7 @@ def test_reversal_study_trains_both_variants_and_resumes(tmp_path, monkeypatch):
     assert all(c["model"]["attention"] == "none" for c in configs)
     for row in payload["rows"]:
         assert len(row["dev_perplexity_by_epoch"]) == row["epochs"] and row["dev_perplexity_by_epoch"][0] > 1
-    # Run again: the finished runs are neither retrained nor decoded again.
+    # Run again, in this process: the finished runs are neither retrained nor decoded again.
     stamps = [os.path.getmtime(os.path.join(r["run_dir"], "train_summary.json")) for r in payload["rows"]]
 
     def no_decoding(*args, **kwargs):
