@@ -5,7 +5,8 @@
 Phonetisaurus (PyPI `phonetisaurus`, a WFST joint-sequence model, in its own virtual
 environment `bench/.phonetisaurus-venv`, created on first use) is trained on the first
 run's training split and decodes the same test words as our bundles (`RUN.bundle`, from
-`s2s-export RUN --out RUN.bundle --quantize int8`). For every bundle: PER, WER and words/s
+`s2s-export RUN --out RUN.bundle --quantize int8`; the table names the checkpoint each was
+exported from). For every bundle: PER, WER and words/s
 for each engine, precision (float32, INT8), beam (1, 5) and thread count (1, 2); for
 Phonetisaurus: its training time, PER, WER and words/s on one core (it is single-threaded;
 pinned with `taskset` where there is one). Words/s is the median of `--repeats` timed
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import shutil
 import statistics
@@ -169,6 +171,7 @@ def main(argv=None) -> int:
             "Phonetisaurus",
             baseline["hypotheses"],
             baseline["seconds"],
+            checkpoint="",
             engine="WFST",
             precision="",
             beam="",
@@ -177,6 +180,8 @@ def main(argv=None) -> int:
     )
     for run in runs:
         bundle = run.rstrip("/") + ".bundle"
+        with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as f:
+            checkpoint = json.load(f)["checkpoint"]
         for engine in args.engines.split(","):
             for int8 in (False, True):
                 for beam in map(int, args.beams.split(",")):
@@ -188,6 +193,7 @@ def main(argv=None) -> int:
                                 os.path.basename(run.rstrip("/")),
                                 result["hypotheses"],
                                 result["seconds"],
+                                checkpoint=checkpoint,
                                 engine=engine,
                                 precision=precision,
                                 beam=beam,
@@ -196,7 +202,18 @@ def main(argv=None) -> int:
                         )
     for row in rows:
         row["vs Phonetisaurus words/s"] = row["words/s"] / rows[0]["words/s"]
-    columns = ["system", "engine", "precision", "beam", "threads", "per", "wer", "words/s", "vs Phonetisaurus words/s"]
+    columns = [
+        "system",
+        "checkpoint",
+        "engine",
+        "precision",
+        "beam",
+        "threads",
+        "per",
+        "wer",
+        "words/s",
+        "vs Phonetisaurus words/s",
+    ]
     print(table(rows, columns))
     print(f"\nPhonetisaurus: trained in {baseline['train_seconds'] / 60:.1f} min on {runs[0]}'s training split")
     _plot(rows, args.png)
