@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from keras_s2s.config_values import at_least, from_mapping, one_of, positive
 
 PAD_ID = 0
 UNK_ID = 1
@@ -82,6 +83,26 @@ class DataConfig:
     limit: int = 0
     seed: int = 1234
 
+    def validate(self) -> None:
+        """Raises `ValueError` naming the first bad `data` key."""
+        one_of("data.dataset", self.dataset, ("cmudict", "bible", "tsv", "parallel"))
+        if self.dataset == "tsv" and not self.path:
+            raise ValueError("data.path: required when data.dataset is 'tsv'")
+        if self.dataset == "parallel" and not (self.source_path and self.target_path):
+            raise ValueError("data.source_path, data.target_path: required when data.dataset is 'parallel'")
+        for split in ("dev", "test"):
+            tsv, source, target = (getattr(self, f"{split}{part}_path") for part in ("", "_source", "_target"))
+            if tsv and (source or target):
+                raise ValueError(f"data.{split}_path, data.{split}_source_path: name the {split} split once")
+            if bool(source) != bool(target):
+                raise ValueError(f"data.{split}_source_path, data.{split}_target_path: give both or neither")
+        positive("data.max_length", self.max_length)
+        at_least("data.min_length", self.min_length, 0)
+        positive("data.max_length_ratio", self.max_length_ratio)
+        at_least("data.dev_size", self.dev_size, 0)
+        at_least("data.test_size", self.test_size, 0)
+        at_least("data.limit", self.limit, 0)
+
 
 @dataclass
 class TokenizerConfig:
@@ -108,6 +129,18 @@ class TokenizerConfig:
     joint: bool = False
     character_coverage: float = 1.0
     lowercase: bool = False
+
+    def validate(self) -> None:
+        """Raises `ValueError` naming the first bad `tokenizer` key."""
+        one_of("tokenizer.type", self.type, ("symbol", "sentencepiece"))
+        one_of("tokenizer.source_split", self.source_split, ("char", "space"))
+        one_of("tokenizer.target_split", self.target_split, ("char", "space"))
+        one_of("tokenizer.model_type", self.model_type, ("unigram", "bpe"))
+        if self.vocabulary_size <= NUM_SPECIAL_IDS:
+            raise ValueError(
+                f"tokenizer.vocabulary_size: {self.vocabulary_size} leaves no room "
+                f"beyond the {NUM_SPECIAL_IDS} special ids"
+            )
 
 
 @dataclass
@@ -155,6 +188,26 @@ class ModelConfig:
         """Whether encoder layer `index` (0 = bottom) reads in both directions."""
         count = self.bidirectional_layers or int(bool(self.bidirectional_encoder))
         return index < count
+
+    def validate(self) -> None:
+        """Raises `ValueError` naming the first bad `model` key."""
+        positive("model.num_layers", self.num_layers)
+        positive("model.hidden_dim", self.hidden_dim)
+        positive("model.embedding_dim", self.embedding_dim)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout: {self.dropout} is not in [0, 1)")
+        one_of("model.attention", self.attention, ("none", "luong"))
+        if not 0 <= self.bidirectional_layers <= self.num_layers:
+            raise ValueError(
+                f"model.bidirectional_layers: {self.bidirectional_layers} is not in [0, model.num_layers = {self.num_layers}]"
+            )
+        if self.is_bidirectional(0) and self.hidden_dim % 2:
+            raise ValueError("model.hidden_dim: must be even with a bidirectional encoder layer")
+        positive("model.init_scale", self.init_scale)
+        for key in ("source_vocabulary_size", "target_vocabulary_size"):
+            size = getattr(self, key)
+            if size and size <= NUM_SPECIAL_IDS:
+                raise ValueError(f"model.{key}: {size} leaves no room beyond the {NUM_SPECIAL_IDS} special ids")
 
 
 @dataclass
@@ -231,6 +284,40 @@ class TrainingConfig:
     steps_per_execution: int = 1
     seed: int = 1234
 
+    def validate(self) -> None:
+        """Raises `ValueError` naming the first bad `training` key."""
+        positive("training.epochs", self.epochs)
+        one_of("training.optimizer", self.optimizer, ("adam", "paper_sgd"))
+        positive("training.learning_rate", self.learning_rate)
+        positive("training.learning_rate_decay_every", self.learning_rate_decay_every)
+        at_least("training.clip_norm", self.clip_norm, 0)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"training.label_smoothing: {self.label_smoothing} is not in [0, 1)")
+        positive("training.token_budget", self.token_budget)
+        positive("training.max_batch_size", self.max_batch_size)
+        at_least("training.shuffle_buffer", self.shuffle_buffer, 0)
+        at_least("training.early_stopping_patience", self.early_stopping_patience, 0)
+        at_least("training.reduce_lr_patience", self.reduce_lr_patience, 0)
+        one_of("training.learning_rate_schedule", self.learning_rate_schedule, ("constant", "cosine"))
+        at_least("training.warmup_steps", self.warmup_steps, 0)
+        if not 0.0 <= self.final_learning_rate_ratio <= 1.0:
+            raise ValueError(f"training.final_learning_rate_ratio: {self.final_learning_rate_ratio} is not in [0, 1]")
+        if self.learning_rate_schedule == "cosine" and self.optimizer != "adam":
+            raise ValueError(
+                "training.learning_rate_schedule: 'cosine' applies to the adam optimizer; "
+                f"training.optimizer is '{self.optimizer}', which has its own schedule"
+            )
+        if self.learning_rate_schedule == "cosine" and self.reduce_lr_patience:
+            raise ValueError(
+                "training.reduce_lr_patience: must be 0 with learning_rate_schedule "
+                "'cosine' (the schedule sets the rate)"
+            )
+        one_of("training.mixed_precision", self.mixed_precision, ("none", "float16", "bfloat16", "auto"))
+        at_least("training.eval_sample_size", self.eval_sample_size, 0)
+        at_least("training.save_every_steps", self.save_every_steps, 0)
+        at_least("training.average_last_epochs", self.average_last_epochs, 0)
+        positive("training.steps_per_execution", self.steps_per_execution)
+
 
 @dataclass
 class DecodeConfig:
@@ -252,6 +339,17 @@ class DecodeConfig:
     max_length_a: float = 2.0
     max_length_b: int = 10
     metric: str = "auto"
+
+    def validate(self) -> None:
+        """Raises `ValueError` naming the first bad `decode` key."""
+        positive("decode.beam_size", self.beam_size)
+        positive("decode.n_best", self.n_best)
+        if self.n_best > self.beam_size:
+            raise ValueError(f"decode.n_best: {self.n_best} is larger than decode.beam_size {self.beam_size}")
+        at_least("decode.length_penalty", self.length_penalty, 0)
+        at_least("decode.max_length_a", self.max_length_a, 0)
+        at_least("decode.max_length_b", self.max_length_b, 1)
+        one_of("decode.metric", self.metric, ("auto", "bleu", "g2p"))
 
 
 @dataclass
@@ -277,7 +375,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> Config:
-        config = _from_dict(cls, values, where)
+        config = from_mapping(cls, values, where)
         try:
             config.validate()
         except ValueError as error:
@@ -342,89 +440,8 @@ class Config:
     # Checks.
     def validate(self) -> None:
         """Raises `ValueError` naming the key of the first bad value."""
-        d, t, m, tr, dc = self.data, self.tokenizer, self.model, self.training, self.decode
-        _one_of("data.dataset", d.dataset, ("cmudict", "bible", "tsv", "parallel"))
-        if d.dataset == "tsv" and not d.path:
-            raise ValueError("data.path: required when data.dataset is 'tsv'")
-        if d.dataset == "parallel" and not (d.source_path and d.target_path):
-            raise ValueError("data.source_path, data.target_path: required when data.dataset is 'parallel'")
-        for split in ("dev", "test"):
-            tsv, source, target = (getattr(d, f"{split}{part}_path") for part in ("", "_source", "_target"))
-            if tsv and (source or target):
-                raise ValueError(f"data.{split}_path, data.{split}_source_path: name the {split} split once")
-            if bool(source) != bool(target):
-                raise ValueError(f"data.{split}_source_path, data.{split}_target_path: give both or neither")
-        _positive("data.max_length", d.max_length)
-        _at_least("data.min_length", d.min_length, 0)
-        _positive("data.max_length_ratio", d.max_length_ratio)
-        _at_least("data.dev_size", d.dev_size, 0)
-        _at_least("data.test_size", d.test_size, 0)
-        _at_least("data.limit", d.limit, 0)
-        _one_of("tokenizer.type", t.type, ("symbol", "sentencepiece"))
-        _one_of("tokenizer.source_split", t.source_split, ("char", "space"))
-        _one_of("tokenizer.target_split", t.target_split, ("char", "space"))
-        _one_of("tokenizer.model_type", t.model_type, ("unigram", "bpe"))
-        if t.vocabulary_size <= NUM_SPECIAL_IDS:
-            raise ValueError(
-                f"tokenizer.vocabulary_size: {t.vocabulary_size} leaves no room "
-                f"beyond the {NUM_SPECIAL_IDS} special ids"
-            )
-        _positive("model.num_layers", m.num_layers)
-        _positive("model.hidden_dim", m.hidden_dim)
-        _positive("model.embedding_dim", m.embedding_dim)
-        if not 0.0 <= m.dropout < 1.0:
-            raise ValueError(f"model.dropout: {m.dropout} is not in [0, 1)")
-        _one_of("model.attention", m.attention, ("none", "luong"))
-        if not 0 <= m.bidirectional_layers <= m.num_layers:
-            raise ValueError(
-                f"model.bidirectional_layers: {m.bidirectional_layers} is not in [0, model.num_layers = {m.num_layers}]"
-            )
-        if m.is_bidirectional(0) and m.hidden_dim % 2:
-            raise ValueError("model.hidden_dim: must be even with a bidirectional encoder layer")
-        _positive("model.init_scale", m.init_scale)
-        for key in ("source_vocabulary_size", "target_vocabulary_size"):
-            size = getattr(m, key)
-            if size and size <= NUM_SPECIAL_IDS:
-                raise ValueError(f"model.{key}: {size} leaves no room beyond the {NUM_SPECIAL_IDS} special ids")
-        _positive("training.epochs", tr.epochs)
-        _one_of("training.optimizer", tr.optimizer, ("adam", "paper_sgd"))
-        _positive("training.learning_rate", tr.learning_rate)
-        _positive("training.learning_rate_decay_every", tr.learning_rate_decay_every)
-        _at_least("training.clip_norm", tr.clip_norm, 0)
-        if not 0.0 <= tr.label_smoothing < 1.0:
-            raise ValueError(f"training.label_smoothing: {tr.label_smoothing} is not in [0, 1)")
-        _positive("training.token_budget", tr.token_budget)
-        _positive("training.max_batch_size", tr.max_batch_size)
-        _at_least("training.shuffle_buffer", tr.shuffle_buffer, 0)
-        _at_least("training.early_stopping_patience", tr.early_stopping_patience, 0)
-        _at_least("training.reduce_lr_patience", tr.reduce_lr_patience, 0)
-        _one_of("training.learning_rate_schedule", tr.learning_rate_schedule, ("constant", "cosine"))
-        _at_least("training.warmup_steps", tr.warmup_steps, 0)
-        if not 0.0 <= tr.final_learning_rate_ratio <= 1.0:
-            raise ValueError(f"training.final_learning_rate_ratio: {tr.final_learning_rate_ratio} is not in [0, 1]")
-        if tr.learning_rate_schedule == "cosine" and tr.optimizer != "adam":
-            raise ValueError(
-                "training.learning_rate_schedule: 'cosine' applies to the adam optimizer; "
-                f"training.optimizer is '{tr.optimizer}', which has its own schedule"
-            )
-        if tr.learning_rate_schedule == "cosine" and tr.reduce_lr_patience:
-            raise ValueError(
-                "training.reduce_lr_patience: must be 0 with learning_rate_schedule "
-                "'cosine' (the schedule sets the rate)"
-            )
-        _one_of("training.mixed_precision", tr.mixed_precision, ("none", "float16", "bfloat16", "auto"))
-        _at_least("training.eval_sample_size", tr.eval_sample_size, 0)
-        _at_least("training.save_every_steps", tr.save_every_steps, 0)
-        _at_least("training.average_last_epochs", tr.average_last_epochs, 0)
-        _positive("training.steps_per_execution", tr.steps_per_execution)
-        _positive("decode.beam_size", dc.beam_size)
-        _positive("decode.n_best", dc.n_best)
-        if dc.n_best > dc.beam_size:
-            raise ValueError(f"decode.n_best: {dc.n_best} is larger than decode.beam_size {dc.beam_size}")
-        _at_least("decode.length_penalty", dc.length_penalty, 0)
-        _at_least("decode.max_length_a", dc.max_length_a, 0)
-        _at_least("decode.max_length_b", dc.max_length_b, 1)
-        _one_of("decode.metric", dc.metric, ("auto", "bleu", "g2p"))
+        for section in (self.data, self.tokenizer, self.model, self.training, self.decode):
+            section.validate()
 
 
 def load_preset(name_or_path: str) -> Config:
@@ -436,69 +453,3 @@ def load_preset(name_or_path: str) -> Config:
     if os.path.exists(candidate):
         return Config.load(candidate)
     raise ValueError(f"config {name_or_path!r}: no such file or preset in {here}")
-
-
-def _from_dict(cls, values: Any, where: str, prefix: str = ""):
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: {prefix or 'config'}: expected a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key {prefix + '.' if prefix else ''}{unknown[0]}; known keys are {', '.join(known)}"
-        )
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        key = f"{prefix}.{name}" if prefix else name
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value, where, key)
-        else:
-            kwargs[name] = _coerce(key, value, hint)
-    return cls(**kwargs)
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads `1e-4` (no dot) as a string.
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected text, got {value!r}")
-        return value
-    return value
-
-
-def _one_of(key: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
-
-
-def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{key}: must be positive, got {value!r}")
-
-
-def _at_least(key: str, value: float, minimum: float) -> None:
-    if value < minimum:
-        raise ValueError(f"{key}: must be at least {minimum}, got {value!r}")
