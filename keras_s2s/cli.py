@@ -241,26 +241,7 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="s2s", description="Train, evaluate and run deep LSTM sequence-to-sequence models."
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train a model into a run directory")
-    _add_train_arguments(train)
-    train.set_defaults(handler=_train)
-
-    launch = commands.add_parser(
-        "launch-local",
-        help="run `train` as several workers of one cluster on this machine (loopback ports)",
-    )
-    launch.add_argument("--workers", type=int, default=2, help="number of worker processes")
-    launch.add_argument("--host", default="127.0.0.1", help="address the workers listen on")
-    _add_train_arguments(launch)
-    launch.set_defaults(handler=_launch_local)
-
+def _add_evaluate_parser(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="decode a split and score it")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"))
@@ -288,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--reference", default=None, help="its references, line-aligned with --source")
     _add_verbose(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2s", description="Train, evaluate and run deep LSTM sequence-to-sequence models."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model into a run directory")
+    _add_train_arguments(train)
+    train.set_defaults(handler=_train)
+
+    launch = commands.add_parser(
+        "launch-local",
+        help="run `train` as several workers of one cluster on this machine (loopback ports)",
+    )
+    launch.add_argument("--workers", type=int, default=2, help="number of worker processes")
+    launch.add_argument("--host", default="127.0.0.1", help="address the workers listen on")
+    _add_train_arguments(launch)
+    launch.set_defaults(handler=_launch_local)
+
+    _add_evaluate_parser(commands)
 
     score = commands.add_parser(
         "score", help="score a hypothesis file (e.g. s2s-translate's output) against references"
