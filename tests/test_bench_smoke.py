@@ -239,9 +239,11 @@ def test_g2p_benchmark_scores_phonetisaurus_and_the_bundle_on_the_same_words(tin
         ],
         tmp_path,
     )
-    assert "| system | engine | precision | beam |" in stdout
+    assert "| system | checkpoint | engine | precision | beam |" in stdout
     systems = [row["system"] for row in payload["rows"]]
     assert systems == ["Phonetisaurus"] + ["tiny"] * 8  # 2 engines x 2 precisions x 2 beams
+    # Each row names the weights its bundle was exported from, as the manifest says.
+    assert {row["checkpoint"] for row in payload["rows"][1:]} == {tiny_bundle[3]["checkpoint"]}
     assert payload["words"] == 30 and payload["repeats"] == 2
     assert all(row["words/s"] > 0 for row in payload["rows"])
     # Trained on 500 words, Phonetisaurus gets some right; its PER is a real score.
