@@ -252,3 +252,20 @@ def test_g2p_benchmark_scores_phonetisaurus_and_the_bundle_on_the_same_words(tin
     by_engine = {(r["engine"], r["precision"], r["beam"]): r["wer"] for r in payload["rows"][1:]}
     assert all(by_engine[("graph", p, b)] == by_engine[("steps", p, b)] for _, p, b in by_engine)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_loop_floor_benchmark_splits_both_engines_time(tiny_bundle, tmp_path):
+    bundle_dir = tiny_bundle[1]
+    stdout, payload = _run(
+        ["bench/loop_floor.py", "--bundles", bundle_dir, "--sentences", "3", "--repeats", "1", "--calls", "20"],
+        tmp_path,
+    )
+    assert "| bundle | precision | steps_ms | graph_ms | compute_ms |" in stdout
+    assert [row["precision"] for row in payload["rows"]] == ["float32", "int8"]
+    assert set(payload["costs"]) == {"session_call_us", "loop_iteration_us", "body_node_us"}
+    for row in payload["rows"]:
+        # The step's nodes are part of the loop body, and the bookkeeping is the rest of it.
+        assert row["body_nodes"] > row["step_nodes"] > 0 and row["bookkeeping_nodes"] > 0
+        # The sessions' compute is timed inside the steps engine's own runs.
+        assert row["steps_per_sentence"] >= 1 and row["compute_ms"] < row["steps_ms"]
+        assert row["measured_speedup"] == row["steps_ms"] / row["graph_ms"]
