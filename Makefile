@@ -89,6 +89,7 @@ bench: setup-dev setup-web
 	$(BIN)/python bench/decode.py --bundle $(BENCH_RUN).bundle --run-dir $(BENCH_RUN) --paper
 	$(BIN)/python bench/train.py --presets g2p_small,bible_small,paper
 	$(BIN)/python bench/engines.py --bundles runs/g2p_small.bundle,$(BENCH_RUN).bundle
+	$(BIN)/python bench/loop_floor.py --bundles runs/g2p_small.bundle,$(BENCH_RUN).bundle
 
 clean:
 	rm -rf $(VENV) runs web/node_modules
