@@ -1,7 +1,7 @@
 """How fast `translator.onnx` could be at batch 1: onnxruntime's fixed costs, and the floor
 they put under a beam search written as an ONNX `Loop`.
 
-    python bench/loop_floor.py --bundle runs/g2p_small.bundle
+    python bench/loop_floor.py --bundles runs/g2p_small.bundle,runs/bible_small.bundle
 
 At batch 1 the graph engine saves the steps engine's per-token Python (one session call and
 the numpy search) but pays for the search's bookkeeping nodes in its loop body instead.
@@ -34,30 +34,26 @@ from bench.engines import _sources  # noqa: E402
 SHAPE = [5, 8]
 
 
-def _chain(count: int, source: str, prefix: str) -> tuple[list, str]:
-    """`count` `Add` nodes in a chain from `source`; returns the nodes and the last value."""
-    from onnx import helper
-
-    nodes, value = [], source
-    for index in range(count):
-        nodes.append(helper.make_node("Add", [value, "one"], [f"{prefix}{index}"]))
-        value = f"{prefix}{index}"
-    return nodes, value
-
-
-def _synthetic_models(body_nodes: int) -> tuple:
-    """One `Identity` graph (a bare session call) and a `Loop` of `body_nodes` small nodes."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+def _call_model():
+    """One `Identity`: what a bare `session.run` from Python costs."""
+    from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)
-    call = helper.make_model(
-        helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "call", [x], [y]),
-        opset_imports=[helper.make_opsetid("", 17)],
-    )
-    nodes, last = _chain(body_nodes, "x_in", "body_")
-    nodes += [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", [last], ["x_out"])]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "call", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _loop_model(body_nodes: int):
+    """A `Loop` whose body is a chain of `body_nodes` `Add` nodes on one carried value."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, value = [helper.make_node("Identity", ["cond_in"], ["cond_out"])], "x_in"
+    for index in range(body_nodes):
+        nodes.append(helper.make_node("Add", [value, "one"], [f"add_{index}"]))
+        value = f"add_{index}"
+    nodes.append(helper.make_node("Identity", [value], ["x_out"]))
     body = helper.make_graph(
         nodes,
         "body",
@@ -75,11 +71,14 @@ def _synthetic_models(body_nodes: int) -> tuple:
     loop = helper.make_graph(
         [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)],
         "loop",
-        [helper.make_tensor_value_info("trips", TensorProto.INT64, []), x],
-        [y],
+        [
+            helper.make_tensor_value_info("trips", TensorProto.INT64, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)],
         initializer=[numpy_helper.from_array(np.array(True), "cond")],
     )
-    return call, helper.make_model(loop, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(loop, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _session(model, directory: str, name: str):
@@ -111,12 +110,11 @@ def fixed_costs(calls: int, trips: int = 65) -> dict:
     per_iteration = {}
     with tempfile.TemporaryDirectory() as directory:
         for body_nodes in (1, 64):
-            call, loop = _synthetic_models(body_nodes)
-            session = _session(loop, directory, f"loop_{body_nodes}")
+            session = _session(_loop_model(body_nodes), directory, f"loop_{body_nodes}")
             many = _timed(session, {"trips": np.array(trips, np.int64), "x": x}, calls)
             once = _timed(session, {"trips": np.array(1, np.int64), "x": x}, calls)
             per_iteration[body_nodes] = (many - once) / (trips - 1)
-        call_s = _timed(_session(call, directory, "call"), {"x": x}, calls)
+        call_s = _timed(_session(_call_model(), directory, "call"), {"x": x}, calls)
     per_node = (per_iteration[64] - per_iteration[1]) / 63
     return {
         "session_call_us": call_s * 1e6,
@@ -256,13 +254,13 @@ def main(argv=None) -> int:
             split = batch1_split(bundle, int8, args.sentences, args.repeats, args.beam)
             rows.append({"bundle": name, "precision": "int8" if int8 else "float32", **nodes, **split})
             rows[-1].update(floor(costs, nodes, split))
-        float32, int8 = rows[-2:]
+        float32_row, int8_row = rows[-2:]
         # INT8 against float32 through the graph, as measured and with no bookkeeping.
         int8_ratios.append(
             {
                 "bundle": name,
-                "measured": float32["graph_ms"] / int8["graph_ms"],
-                "with_no_bookkeeping": float32["compute_ms"] / int8["compute_ms"],
+                "measured": float32_row["graph_ms"] / int8_row["graph_ms"],
+                "with_no_bookkeeping": float32_row["compute_ms"] / int8_row["compute_ms"],
             }
         )
     print(table([{"cost": key, "us": value} for key, value in costs.items()], ["cost", "us"]))
