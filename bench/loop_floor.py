@@ -10,12 +10,18 @@ This measures both sides on one thread, in one process:
 - onnxruntime's fixed costs, on synthetic graphs over a [5, 8] float tensor (the size of the
   search's per-beam values at beam 5): one `session.run` from Python, one `Loop` iteration,
   and each further small node in a loop body (the slope from 1 to 64 `Add` nodes);
-- on the bundle, its sentences at batch 1, the two engines interleaved: the steps engine's
-  time split into the encoder, the decoder-step calls and the rest (the numpy search); the
-  graph engine's time less the same encoder and step compute (its loop's bookkeeping);
+- on the bundle, its sentences at batch 1, three graphs interleaved: the steps engine, the
+  graph engine, and a step-only graph: the bundle's encoder, then a `Loop` of its decoder
+  step on `beam` rows that only feeds each row's best token back, run for as many steps as
+  the search took on that sentence. The step-only graph computes what the search computes,
+  in one call, with no search: no one-graph search can be faster, and what each engine
+  takes beyond it is its search's cost;
 - the floor: the loop body's bookkeeping nodes (counted in `translator.onnx`, the step's own
   nodes excluded) at the measured cost per node and per iteration, and the batch-1 speedup
   over the steps engine that a graph at that floor would give.
+
+The steps engine's own session time is shown too: its `session.run` calls take longer than
+the whole step-only graph, since each call converts and checks its inputs and outputs.
 """
 
 from __future__ import annotations
@@ -149,13 +155,99 @@ def body_nodes(bundle: str, int8: bool) -> dict:
     }
 
 
+def step_only_model(bundle: str, int8: bool, beam: int):
+    """The bundle's encoder and `steps` decoder steps on `beam` rows in one graph, with no
+    search: each row's best token is its next input, its states are not reordered.
+
+    Inputs `source_ids`, `source_lengths` (as the encoder takes them) and the int64 scalar
+    `steps`; output `tokens`. Every step sees the rows and shapes a beam search at batch 1
+    gives it (`translator.onnx` also runs `beam` rows from the first step), so the graph's
+    time is the search's compute and nothing else.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.onnx_graph import Graph, opsets, renamed, tensor
+
+    suffix = ".int8.onnx" if int8 else ".onnx"
+    encoder = onnx.load(os.path.join(bundle, f"encoder{suffix}"))
+    step = onnx.load(os.path.join(bundle, f"decoder_step{suffix}"))
+    attention = "encoder_outputs" in {i.name for i in step.graph.input}
+    main = Graph("")
+    outputs = {"states": "encoder_states", "encoder_outputs": "encoder_outputs"}
+    nodes, initializers = renamed(
+        encoder.graph, "encoder/", {"source_ids": "source_ids", "source_lengths": "source_lengths", **outputs}
+    )
+    main.nodes += nodes
+    main.initializers += initializers
+    first = main.const(np.zeros(beam, np.int64), np.int64, "first_sentence")  # every row reads sentence 0
+    states = main.op("Gather", ["encoder_states", first], "states_0", axis=1)
+    if attention:
+        main.op("Gather", ["encoder_outputs", first], "rows_encoder_outputs", axis=0)
+        main.op("Gather", ["source_lengths", first], "rows_source_lengths", axis=0)
+    main.const([2 * beam], np.int64, "top_k")
+
+    body = Graph("body/")
+    interface = {
+        "token_ids": "tokens_in",
+        "states": "states_in",
+        "top_k": "top_k",
+        "top_ids": "body/ids",
+        "next_states": "states_out",
+    }
+    if attention:
+        interface.update(encoder_outputs="rows_encoder_outputs", source_lengths="rows_source_lengths")
+    body.nodes, body.initializers = renamed(step.graph, "body/step/", interface)
+    best = body.op("Gather", ["body/ids", body.const(0, np.int64)], axis=1)
+    body.named("Cast", [best], "tokens_out", to=TensorProto.INT32)
+    body.named("Identity", ["cond_in"], "cond_out")
+    state_shape = ["layers2", "rows", "hidden"]
+    body_graph = helper.make_graph(
+        body.nodes,
+        "steps",
+        [
+            tensor("iteration", TensorProto.INT64, []),
+            tensor("cond_in", TensorProto.BOOL, []),
+            tensor("tokens_in", TensorProto.INT32, ["rows"]),
+            tensor("states_in", TensorProto.FLOAT, state_shape),
+        ],
+        [
+            tensor("cond_out", TensorProto.BOOL, []),
+            tensor("tokens_out", TensorProto.INT32, ["rows"]),
+            tensor("states_out", TensorProto.FLOAT, state_shape),
+        ],
+        body.initializers,
+    )
+    tokens = main.const(np.zeros(beam, np.int32), np.int32, "tokens_0")
+    always = main.const(True, bool, "always")
+    main.nodes.append(
+        helper.make_node("Loop", ["steps", always, tokens, states], ["tokens", "final_states"], body=body_graph)
+    )
+    graph = helper.make_graph(
+        main.nodes,
+        "step_only",
+        [
+            tensor("source_ids", TensorProto.INT32, ["batch", "time"]),
+            tensor("source_lengths", TensorProto.INT32, ["batch"]),
+            tensor("steps", TensorProto.INT64, []),
+        ],
+        [tensor("tokens", TensorProto.INT32, ["rows"])],
+        main.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=opsets(encoder, step))
+    model.ir_version = max(encoder.ir_version, step.ir_version)
+    return model
+
+
 class _Timing:
-    """Wraps a callable; adds up its seconds and calls."""
+    """Wraps a callable; adds up its seconds and calls, and keeps the last call's arguments."""
 
     def __init__(self, function):
-        self.function, self.seconds, self.calls = function, 0.0, 0
+        self.function, self.seconds, self.calls, self.last = function, 0.0, 0, None
 
     def __call__(self, *args, **kwargs):
+        self.last = args
         started = time.perf_counter()
         try:
             return self.function(*args, **kwargs)
@@ -165,55 +257,68 @@ class _Timing:
 
 
 def batch1_split(bundle: str, int8: bool, sentences: int, repeats: int, beam: int) -> dict:
-    """Per sentence at batch 1 (means, ms): both engines' latency, and the steps engine's
-    time in its encoder and decoder-step `session.run` calls."""
+    """Per sentence at batch 1 (means, ms): both engines' latency, the steps engine's time in
+    its encoder and decoder-step `session.run` calls, and the step-only graph's time for the
+    same sentence and number of steps."""
+    import numpy as np
+
     from serving.translator import Translator
 
     sources = _sources(bundle, sentences)
     graph = Translator.from_bundle(bundle, num_threads=1, int8=int8, engine="graph")
     steps = Translator.from_bundle(bundle, num_threads=1, int8=int8, engine="steps")
-    for source in sources:  # warm-up: every shape seen once
-        for translator in (graph, steps):
-            translator.translate_ids([source], beam_size=beam, batch_size=1)
     # The sessions' own `run`, timed: the compute both engines share, and one call each.
     encode = steps.encoder.session.run = _Timing(steps.encoder.session.run)
     step = steps.decoder_step.session.run = _Timing(steps.decoder_step.session.run)
-    graph_times, steps_times = [], []
-    for source in sources:
+    step_only_feeds = []
+    for source in sources:  # warm-up: every shape seen once; each sentence's encoder input and steps
+        graph.translate_ids([source], beam_size=beam, batch_size=1)
+        calls = step.calls
+        steps.translate_ids([source], beam_size=beam, batch_size=1)
+        step_only_feeds.append({**encode.last[1], "steps": np.array(step.calls - calls, np.int64)})
+    with tempfile.TemporaryDirectory() as directory:
+        step_only = _session(step_only_model(bundle, int8, beam), directory, "step_only")
+    for feeds in step_only_feeds:
+        step_only.run(None, feeds)
+    encode.seconds = step.seconds = encode.calls = step.calls = 0
+    times = {"graph": [], "steps": [], "step_only": []}
+    runs = {
+        "graph": lambda index: graph.translate_ids([sources[index]], beam_size=beam, batch_size=1),
+        "steps": lambda index: steps.translate_ids([sources[index]], beam_size=beam, batch_size=1),
+        "step_only": lambda index: step_only.run(None, step_only_feeds[index]),
+    }
+    for index in range(len(sources)):
         for _ in range(repeats):
-            started = time.perf_counter()
-            graph.translate_ids([source], beam_size=beam, batch_size=1)
-            graph_times.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            steps.translate_ids([source], beam_size=beam, batch_size=1)
-            steps_times.append(time.perf_counter() - started)
-    runs = len(steps_times)
+            for name, run in runs.items():
+                started = time.perf_counter()
+                run(index)
+                times[name].append(time.perf_counter() - started)
+    count = len(times["steps"])
+    result = {f"{name}_ms": 1e3 * sum(values) / count for name, values in times.items()}
     return {
-        "graph_ms": 1e3 * sum(graph_times) / runs,
-        "steps_ms": 1e3 * sum(steps_times) / runs,
-        "encoder_run_ms": 1e3 * encode.seconds / runs,
-        "step_runs_ms": 1e3 * step.seconds / runs,
-        "steps_per_sentence": step.calls / runs,
+        **result,
+        "encoder_run_ms": 1e3 * encode.seconds / count,
+        "step_runs_ms": 1e3 * step.seconds / count,
+        "steps_per_sentence": step.calls / count,
     }
 
 
 def floor(costs: dict, nodes: dict, split: dict) -> dict:
-    """Per step (µs): what each engine spends besides the encoder's and the steps' compute
-    (their `session.run` time less one call's cost each), the graph's floor by its node
-    count, and the batch-1 speedups over the steps engine: as measured, with the graph at
-    its floor, and with no bookkeeping at all (one call: the encoder and the steps only)."""
+    """Per step (µs): what each engine spends beyond the step-only graph (the compute both
+    share), the graph's floor by its node count, and the batch-1 speedups over the steps
+    engine: as measured, with the bookkeeping at its floor, and with none at all (the
+    step-only graph)."""
     n = split["steps_per_sentence"]
-    call_ms = costs["session_call_us"] / 1e3
-    compute_ms = split["encoder_run_ms"] + split["step_runs_ms"] - (n + 1) * call_ms
+    compute_ms = split["step_only_ms"]
     floor_us = costs["loop_iteration_us"] + nodes["bookkeeping_nodes"] * costs["body_node_us"]
     return {
-        "compute_ms": compute_ms,
+        "steps_engine_sessions_ms": split["encoder_run_ms"] + split["step_runs_ms"],
         "steps_engine_extra_us_per_step": (split["steps_ms"] - compute_ms) * 1e3 / n,
         "graph_engine_extra_us_per_step": (split["graph_ms"] - compute_ms) * 1e3 / n,
         "graph_floor_us_per_step": floor_us,
         "measured_speedup": split["steps_ms"] / split["graph_ms"],
-        "speedup_at_floor": split["steps_ms"] / (compute_ms + call_ms + n * floor_us / 1e3),
-        "speedup_with_no_bookkeeping": split["steps_ms"] / (compute_ms + call_ms),
+        "speedup_at_floor": split["steps_ms"] / (compute_ms + n * floor_us / 1e3),
+        "speedup_with_no_bookkeeping": split["steps_ms"] / compute_ms,
     }
 
 
@@ -222,7 +327,8 @@ COLUMNS = [
     "precision",
     "steps_ms",
     "graph_ms",
-    "compute_ms",
+    "step_only_ms",
+    "steps_engine_sessions_ms",
     "steps_per_sentence",
     "steps_engine_extra_us_per_step",
     "graph_engine_extra_us_per_step",
@@ -260,7 +366,7 @@ def main(argv=None) -> int:
             {
                 "bundle": name,
                 "measured": float32_row["graph_ms"] / int8_row["graph_ms"],
-                "with_no_bookkeeping": float32_row["compute_ms"] / int8_row["compute_ms"],
+                "with_no_bookkeeping": float32_row["step_only_ms"] / int8_row["step_only_ms"],
             }
         )
     print(table([{"cost": key, "us": value} for key, value in costs.items()], ["cost", "us"]))
