@@ -272,6 +272,8 @@ def test_loop_floor_benchmark_splits_both_engines_time(tiny_bundle, tmp_path):
         # The step-only graph is timed beside the engines and is the no-bookkeeping bound.
         assert row["step_only_ms"] > 0
         assert row["speedup_with_no_bookkeeping"] == row["steps_ms"] / row["step_only_ms"]
+        budget_ms = row["budget_us_per_step"] * row["steps_per_sentence"] / 1e3
+        assert abs(row["steps_ms"] / (row["step_only_ms"] + budget_ms) - 1.5) < 1e-9
 
 
 def test_step_only_graph_is_the_encoder_and_the_step_with_nothing_else(tiny_bundle):
