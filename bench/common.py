@@ -10,6 +10,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -49,6 +50,29 @@ def machine() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
     }
+
+
+class Timed:
+    """Wraps a callable and adds up the seconds spent in it, its calls, and the last call's
+    positional arguments."""
+
+    def __init__(self, function):
+        self.function = function
+        self.seconds = 0.0
+        self.calls = 0
+        self.last = None
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        self.calls += 1
+        self.last = args
+        try:
+            return self.function(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name):
+        return getattr(self.function, name)
 
 
 def median(values) -> float:

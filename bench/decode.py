@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, git_commit, machine, median, percentile, table, write_result  # noqa: E402
+from bench.common import ROOT, Timed, git_commit, machine, median, percentile, table, write_result  # noqa: E402
 
 CACHE = os.path.join(ROOT, "bench", ".cache")
 PAPER = dict(
@@ -46,26 +46,6 @@ PAPER = dict(
 
 
 # --- Worker side: one thread count ----------------------------------------------------
-
-
-class Timed:
-    """Wraps a callable and adds up the seconds spent in it."""
-
-    def __init__(self, function):
-        self.function = function
-        self.seconds = 0.0
-        self.calls = 0
-
-    def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
-        self.calls += 1
-        try:
-            return self.function(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def __getattr__(self, name):
-        return getattr(self.function, name)
 
 
 def traced_decoder_step(model, config):

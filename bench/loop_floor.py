@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import git_commit, machine, median, table, write_result  # noqa: E402
+from bench.common import Timed, git_commit, machine, median, table, write_result  # noqa: E402
 from bench.engines import _sources  # noqa: E402
 
 SHAPE = [5, 8]
@@ -171,7 +171,7 @@ def step_only_model(bundle: str, int8: bool, beam: int):
     import onnx
     from onnx import TensorProto, helper
 
-    from export.onnx_graph import Graph, opsets, renamed, tensor
+    from export.onnx_graph import Graph, opsets, renamed, tensor, vocabulary
 
     suffix = ".int8.onnx" if int8 else ".onnx"
     encoder = onnx.load(os.path.join(bundle, f"encoder{suffix}"))
@@ -189,7 +189,7 @@ def step_only_model(bundle: str, int8: bool, beam: int):
     if attention:
         main.op("Gather", ["encoder_outputs", first], "rows_encoder_outputs", axis=0)
         main.op("Gather", ["source_lengths", first], "rows_source_lengths", axis=0)
-    main.const([2 * beam], np.int64, "top_k")
+    main.const([min(2 * beam, vocabulary(step))], np.int64, "top_k")  # k as the search asks for it
 
     body = Graph("body/")
     interface = {
@@ -243,22 +243,6 @@ def step_only_model(bundle: str, int8: bool, beam: int):
     return model
 
 
-class _Timing:
-    """Wraps a callable; adds up its seconds and calls, and keeps the last call's arguments."""
-
-    def __init__(self, function):
-        self.function, self.seconds, self.calls, self.last = function, 0.0, 0, None
-
-    def __call__(self, *args, **kwargs):
-        self.last = args
-        started = time.perf_counter()
-        try:
-            return self.function(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - started
-            self.calls += 1
-
-
 def batch1_split(bundle: str, int8: bool, sentences: int, repeats: int, beam: int) -> dict:
     """Per sentence at batch 1 (means, ms): both engines' latency, the steps engine's time in
     its encoder and decoder-step `session.run` calls, and the step-only graph's time for the
@@ -271,8 +255,8 @@ def batch1_split(bundle: str, int8: bool, sentences: int, repeats: int, beam: in
     graph = Translator.from_bundle(bundle, num_threads=1, int8=int8, engine="graph")
     steps = Translator.from_bundle(bundle, num_threads=1, int8=int8, engine="steps")
     # The sessions' own `run`, timed: the compute both engines share, and one call each.
-    encode = steps.encoder.session.run = _Timing(steps.encoder.session.run)
-    step = steps.decoder_step.session.run = _Timing(steps.decoder_step.session.run)
+    encode = steps.encoder.session.run = Timed(steps.encoder.session.run)
+    step = steps.decoder_step.session.run = Timed(steps.decoder_step.session.run)
     step_only_feeds = []
     for source in sources:  # warm-up: every shape seen once; each sentence's encoder input and steps
         graph.translate_ids([source], beam_size=beam, batch_size=1)
