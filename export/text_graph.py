@@ -21,6 +21,8 @@ from export.search_graph import SCALAR_INPUTS
 from export.tokenizer_graph import EXTENSIONS_DOMAIN, detokenize, tokenize
 
 TEXT_OPSET = 20
+# The source limit of a bundle that names none: a line is cut to this many tokens.
+DEFAULT_LIMIT = 256
 # The characters for which Python's `str.isspace` holds: a line of only these is blank,
 # and the translator returns one empty translation for it.
 BLANK_LINE = (
@@ -41,19 +43,22 @@ def text_translator_graph(
             onnxruntime-extensions' SentencePiece operators (no lower-casing).
         target: the target tokenizer, the same way.
         max_source_length: int. Longer sources are cut to this many tokens, as the
-            translator does; 0 for no limit.
+            translator does (0: `DEFAULT_LIMIT`).
 
     Inputs: `texts` string [batch] and the translator's scalar inputs. Outputs:
     `translations` string [batch, n_best] and `scores` float32 [batch, n_best] (-inf where
-    a line has fewer hypotheses; a blank line has one empty translation with score 0).
+    a line has fewer hypotheses; a blank line has one empty translation with score 0), and
+    `truncated` bool [batch]: the line had more tokens than the limit and was cut to it.
+    Work per line is bounded by the limit (`export.tokenizer_graph`), whatever its length.
     """
     g = Graph("text/")
-    limit = max_source_length or 256
+    limit = max_source_length or DEFAULT_LIMIT
     ids, lengths = tokenize(g, "texts", source, limit)
-    if max_source_length:
-        cap = g.const([max_source_length], np.int64, "max_source_length")
-        lengths = g.op("Min", [lengths, g.op("Cast", [cap], to=TensorProto.INT32)], "truncated_lengths")
-        ids = g.op("Slice", [ids, g.const([0], np.int64), cap, g.const([1], np.int64)], "truncated_ids")
+    cap = g.const([limit], np.int64, "max_source_length")
+    cap32 = g.op("Cast", [cap], to=TensorProto.INT32)
+    g.named("Greater", [lengths, cap32], "truncated")
+    lengths = g.op("Min", [lengths, cap32], "truncated_lengths")
+    ids = g.op("Slice", [ids, g.const([0], np.int64), cap, g.const([1], np.int64)], "truncated_ids")
     g.named("Identity", [ids], "source_ids")
     g.named("Identity", [lengths], "source_lengths")
     upgraded = onnx.GraphProto()
@@ -88,6 +93,7 @@ def text_translator_graph(
     outputs = [
         tensor("translations", TensorProto.STRING, ["batch", "n_best"]),
         tensor("text_scores", TensorProto.FLOAT, ["batch", "n_best"]),
+        tensor("truncated", TensorProto.BOOL, ["batch"]),
     ]
     graph = helper.make_graph(nodes, "text_translator", inputs, outputs, initializers)
     opsets = [

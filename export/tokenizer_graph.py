@@ -7,9 +7,15 @@ a row of segments, each either a known symbol or a piece of text not yet split, 
 the text pieces on one symbol after another (`StringSplit` with that symbol as the
 delimiter), the symbol itself becoming a segment between the pieces. When every symbol has
 had its turn, what text remains is runs of unknown characters; `RegexFullMatch` with
-`(?s).{k,}` counts each run's characters (up to the model's source limit, past which the
-translator truncates anyway), and each character becomes one unk. Space-separated symbol
-tokenizers split on whitespace and look each piece up.
+`(?s).{k,}` counts each run's characters, and each character becomes one unk.
+Space-separated symbol tokenizers split on Python's whitespace characters the same way
+(each one a delimiter that leaves no segment) and look each word up.
+
+Work per line is bounded by the model's source limit, not by the line: every segment
+gives at least one token, so only a line's first `limit + 1` segments can matter. Each
+split stops after `limit + 1` delimiters (`maxsplit`, the rest of the segment staying one
+piece behind them) and each row keeps its first `limit + 1` segments, so no tensor grows
+with the line's length; the one token past the limit tells an over-long line.
 
 SentencePiece tokenizers use onnxruntime-extensions' operators (`EXTENSIONS_DOMAIN`).
 
@@ -19,7 +25,6 @@ Only `onnx` and `numpy` are needed here.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 from export.onnx_graph import Graph, tensor
@@ -29,15 +34,27 @@ EXTENSIONS_DOMAIN = "ai.onnx.contrib"
 NUM_SPECIAL_IDS = 4
 UNK_ID = 1
 EMPTY, TEXT = -2, -1  # segment kinds besides a symbol id
+# The characters for which Python's `str.isspace` holds: `str.split()` splits on them.
+PYTHON_WHITESPACE = [chr(c) for c in range(0x110000) if chr(c).isspace()]
 
 
 def tokenize(g: Graph, texts: str, tokenizer: dict, limit: int) -> tuple[str, str]:
-    """`(ids int32 [batch, width], lengths int32 [batch])` of the lines `texts`."""
+    """`(ids int32 [batch, width], lengths int32 [batch])` of the lines `texts`.
+
+    For symbol tokenizers a line gives at most `limit + 1` tokens (its first ones), so that
+    a length above `limit` tells a line longer than the limit; SentencePiece lines are
+    tokenized whole.
+    """
     if tokenizer.get("type") == "sentencepiece":
         return _tokenize_sentencepiece(g, texts, tokenizer["model"])
     symbols = tokenizer["symbols"]
+    keep = limit + 1
+    segments = g.op("Unsqueeze", [texts, g.const([1], np.int64)], "segments")  # [batch, 1]
+    kinds = g.op("Expand", [g.const([[TEXT]], np.int64), g.op("Shape", [segments])], "kinds")
     if tokenizer["split"] == "space":
-        return _tokenize_words(g, texts, symbols)
+        for space in PYTHON_WHITESPACE:
+            segments, kinds = _split_stage(g, segments, kinds, space, EMPTY, keep)
+        return _look_up_words(g, segments, kinds, symbols)
     lookup = {symbol: index for index, symbol in enumerate(symbols) if index >= NUM_SPECIAL_IDS}
     if tokenizer.get("lowercase"):
         # Upper-case characters that lower-case to one symbol take that symbol's id.
@@ -45,17 +62,50 @@ def tokenize(g: Graph, texts: str, tokenizer: dict, limit: int) -> tuple[str, st
             upper = symbol.upper()
             if len(symbol) == 1 and len(upper) == 1 and upper != symbol and upper.lower() == symbol:
                 lookup.setdefault(upper, index)
-    segments = g.op("Unsqueeze", [texts, g.const([1], np.int64)], "segments")  # [batch, 1]
-    kinds = g.op("Expand", [g.const([[TEXT]], np.int64), g.op("Shape", [segments])], "kinds")
     for symbol, index in lookup.items():
-        segments, kinds = _split_on(g, segments, kinds, symbol, index)
-    return _expand_unknown(g, segments, kinds, limit)
+        segments, kinds = _split_stage(g, segments, kinds, symbol, index, keep)
+    return _expand_unknown(g, segments, kinds, keep)
 
 
-def _split_on(g: Graph, segments: str, kinds: str, symbol: str, index: int) -> tuple[str, str]:
-    """Splits every text segment on `symbol`; the symbol becomes a segment of kind `index`."""
+def _split_stage(g: Graph, segments: str, kinds: str, symbol: str, index: int, keep: int) -> tuple[str, str]:
+    """`_split_on` as a graph of its own: the body of a `Loop` of one iteration.
+
+    onnxruntime before 1.32 plans a graph's memory in time that grows with the square of
+    its values; a subgraph per split keeps that cost linear in the number of symbols.
+    """
+    stage = g._name("split")
+    body = Graph(f"{stage}/")
+    new_segments, new_kinds = _split_on(body, f"{stage}/segments_in", f"{stage}/kinds_in", symbol, index, keep)
+    body.named("Identity", [new_segments], f"{stage}/segments_out")
+    body.named("Identity", [new_kinds], f"{stage}/kinds_out")
+    body.named("Identity", [f"{stage}/cond_in"], f"{stage}/cond_out")
+    body_graph = helper.make_graph(
+        body.nodes,
+        stage,
+        [
+            tensor(f"{stage}/iteration", TensorProto.INT64, []),
+            tensor(f"{stage}/cond_in", TensorProto.BOOL, []),
+            tensor(f"{stage}/segments_in", TensorProto.STRING, ["batch", None]),
+            tensor(f"{stage}/kinds_in", TensorProto.INT64, ["batch", None]),
+        ],
+        [
+            tensor(f"{stage}/cond_out", TensorProto.BOOL, []),
+            tensor(f"{stage}/segments_out", TensorProto.STRING, ["batch", None]),
+            tensor(f"{stage}/kinds_out", TensorProto.INT64, ["batch", None]),
+        ],
+        body.initializers,
+    )
+    once = g.const(1, np.int64, "once")
+    return g.op("Loop", [once, "", segments, kinds], "split_out", outputs=2, body=body_graph)
+
+
+def _split_on(g: Graph, segments: str, kinds: str, symbol: str, index: int, keep: int) -> tuple[str, str]:
+    """Splits every text segment on `symbol`, at most `keep` times; the symbol becomes a
+    segment of kind `index` (none for `EMPTY`). Each row keeps its first `keep` segments."""
     i64 = np.int64
-    pieces, counts = g.op("StringSplit", [segments], "pieces", outputs=2, delimiter=symbol)  # [b, l, p], [b, l]
+    pieces, counts = g.op(
+        "StringSplit", [segments], "pieces", outputs=2, delimiter=symbol, maxsplit=keep
+    )  # [b, l, p], [b, l]
     pieces_count = g.op("Shape", [pieces], start=2, end=3)
     position = g.op("Range", [g.const(0, i64), g.op("Squeeze", [pieces_count, g.const([0], i64)]), g.const(1, i64)])
     counts = g.op("Unsqueeze", [counts, g.const([2], i64)])  # [b, l, 1]
@@ -79,7 +129,7 @@ def _split_on(g: Graph, segments: str, kinds: str, symbol: str, index: int) -> t
         [g.op("Expand", [g.const("", object), g.op("Shape", [kept])]), _interleave(g, pieces, no_text)],
         axis=2,
     )
-    return _compact(g, texts, kinds)
+    return _compact(g, texts, kinds, keep)
 
 
 def _interleave(g: Graph, a: str, b: str) -> str:
@@ -91,8 +141,9 @@ def _interleave(g: Graph, a: str, b: str) -> str:
     return g.op("Reshape", [stacked, g.const([0, 0, -1], i64)])
 
 
-def _compact(g: Graph, texts: str | None, kinds: str) -> tuple[str | None, str]:
-    """Flattens `[b, l, q]` segments to `[b, width]`, the non-empty ones first, in order."""
+def _compact(g: Graph, texts: str | None, kinds: str, keep: int) -> tuple[str | None, str]:
+    """Flattens `[b, l, q]` segments to `[b, width]`, the non-empty ones first, in order,
+    and at most `keep` of them."""
     i64 = np.int64
     flat = g.const([0, -1], i64)
     kinds = g.op("Reshape", [kinds, flat])
@@ -116,28 +167,34 @@ def _compact(g: Graph, texts: str | None, kinds: str) -> tuple[str | None, str]:
     width = g.op(
         "Max", [g.op("Reshape", [g.op("ReduceMax", [filled], keepdims=1), g.const([1], i64)]), g.const([1], i64)]
     )
-    width = g.op("Min", [width, size])
+    width = g.op("Min", [g.op("Min", [width, size]), g.const([keep], i64)])
     _, order = g.op("TopK", [key, width], "order", outputs=2, axis=1, largest=0)
     if texts is not None:
         texts = g.op("GatherElements", [g.op("Reshape", [texts, flat]), order], "segments", axis=1)
     return texts, g.op("GatherElements", [kinds, order], "kinds", axis=1)
 
 
-def _expand_unknown(g: Graph, segments: str, kinds: str, limit: int) -> tuple[str, str]:
-    """Symbols stay one token; a run of n unknown characters becomes min(n, limit) unks."""
+def _expand_unknown(g: Graph, segments: str, kinds: str, keep: int) -> tuple[str, str]:
+    """Symbols stay one token; a run of n unknown characters becomes min(n, keep) unks."""
     i64 = np.int64
     count = None
-    for k in range(1, limit + 1):
+    for k in range(1, keep + 1):
         longer = g.op("Cast", [g.op("RegexFullMatch", [segments], pattern=f"(?s).{{{k},}}")], to=TensorProto.INT64)
         count = longer if count is None else g.op("Add", [count, longer])
     is_text = g.op("Equal", [kinds, g.const(TEXT, i64)])
     is_symbol = g.op("GreaterOrEqual", [kinds, g.const(0, i64)])
     count = g.op("Where", [is_text, count, g.op("Cast", [is_symbol], to=TensorProto.INT64)])  # tokens per segment
-    slot = g.op("Range", [g.const(0, i64), g.const(limit, i64), g.const(1, i64)])
-    valid = g.op("Less", [slot, g.op("Unsqueeze", [count, g.const([2], i64)])])  # [b, l, limit]
+    slot = g.op("Range", [g.const(0, i64), g.const(keep, i64), g.const(1, i64)])
+    valid = g.op("Less", [slot, g.op("Unsqueeze", [count, g.const([2], i64)])])  # [b, l, keep]
     token = g.op("Unsqueeze", [g.op("Where", [is_symbol, kinds, g.const(UNK_ID, i64)]), g.const([2], i64)])
     tokens = g.op("Where", [valid, token, g.const(EMPTY, i64)])
-    _, tokens = _compact(g, None, tokens)
+    _, tokens = _compact(g, None, tokens, keep)
+    return _ids_and_lengths(g, tokens)
+
+
+def _ids_and_lengths(g: Graph, tokens: str) -> tuple[str, str]:
+    """`[b, width]` token ids with `EMPTY` padding -> int32 ids padded with 0, and lengths."""
+    i64 = np.int64
     real = g.op("GreaterOrEqual", [tokens, g.const(0, i64)])
     ids = g.op("Cast", [g.op("Where", [real, tokens, g.const(0, i64)])], "token_ids", to=TensorProto.INT32)
     lengths = g.op(
@@ -149,44 +206,20 @@ def _expand_unknown(g: Graph, segments: str, kinds: str, limit: int) -> tuple[st
     return ids, lengths
 
 
-def _tokenize_words(g: Graph, texts: str, symbols: list) -> tuple[str, str]:
-    """Whitespace-separated symbols, each looked up (unk when unknown)."""
-    i64 = np.int64
-    pieces, counts = g.op("StringSplit", [texts], "words", outputs=2)
+def _look_up_words(g: Graph, segments: str, kinds: str, symbols: list) -> tuple[str, str]:
+    """The words left between the whitespace, each looked up (unk when unknown)."""
     known = {symbol: index for index, symbol in enumerate(symbols) if index >= NUM_SPECIAL_IDS}
     ids = g.op(
         "LabelEncoder",
-        [pieces],
+        [segments],
         "word_ids",
         domain="ai.onnx.ml",
         keys_strings=list(known),
         values_int64s=list(known.values()),
         default_int64=UNK_ID,
     )
-    position = g.op(
-        "Range",
-        [
-            g.const(0, i64),
-            g.op("Squeeze", [g.op("Shape", [pieces], start=1, end=2), g.const([0], i64)]),
-            g.const(1, i64),
-        ],
-    )
-    real = g.op("Less", [position, g.op("Unsqueeze", [counts, g.const([1], i64)])])
-    ids = g.op("Cast", [g.op("Where", [real, ids, g.const(0, i64)])], to=TensorProto.INT32)
-    # At least one column, as `serving.batching.pad_sources` pads.
-    ids = g.op(
-        "Concat",
-        [
-            ids,
-            g.op(
-                "ConstantOfShape",
-                [g.op("Concat", [g.op("Shape", [ids], start=0, end=1), g.const([1], i64)], axis=0)],
-                value=onnx.numpy_helper.from_array(np.zeros(1, np.int32)),
-            ),
-        ],
-        axis=1,
-    )
-    return ids, g.op("Cast", [counts], to=TensorProto.INT32)
+    tokens = g.op("Where", [g.op("Equal", [kinds, g.const(TEXT, np.int64)]), ids, g.const(EMPTY, np.int64)])
+    return _ids_and_lengths(g, tokens)
 
 
 def _tokenize_sentencepiece(g: Graph, texts: str, model: bytes) -> tuple[str, str]:

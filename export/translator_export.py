@@ -144,8 +144,11 @@ def gate_summary(report: Sequence[dict]) -> dict:
 
 
 # Lines the text gate adds to the dev sentences: blank lines, unknown characters, emoji,
-# upper case, a line past the source limit.
+# upper case, control characters and line separators inside a line, lines past the source
+# limit (one of them long enough to show if the graph's work grew with the line).
 AWKWARD_LINES = ["", " ", "\u3000", "\t", "🙂", "a🙂🙂b", "ÀÉÎõ", "HELLO", "l'été", "x y", "q" * 300]
+AWKWARD_LINES += ["cr\ronly", "nul\x00inside", "\x00", "\x1c", "a\u2028b\u2029c\x85d\x0be\x0cf", "\x7f\x9c"]
+AWKWARD_LINES += ["ab 🙂\x00\r" * 25_000]
 
 
 def read_tokenizer(bundle_dir: str, name: str) -> dict:

@@ -53,16 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
 def decoded_lines(stream):
     """Yields `(line_number, text, had_invalid_utf8)` for each line of a byte stream.
 
-    Invalid UTF-8 is replaced by U+FFFD; a byte-order mark on line 1 is dropped.
+    Only `\n` ends a line, and `\r\n` is one ending: a bare `\r`, U+2028 or NUL is a
+    character of its line. Invalid UTF-8 is replaced by U+FFFD; a byte-order mark on line 1
+    is dropped.
     """
     for number, raw in enumerate(stream, start=1):
+        if raw.endswith(b"\n"):
+            raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
         try:
             text, bad = raw.decode("utf-8"), False
         except UnicodeDecodeError:
             text, bad = raw.decode("utf-8", errors="replace"), True
         if number == 1:
             text = text.removeprefix("\ufeff")
-        yield number, text.rstrip("\n").rstrip("\r"), bad
+        yield number, text, bad
 
 
 def _chunks(items, size: int):

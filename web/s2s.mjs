@@ -3,7 +3,7 @@
 // is inside the graphs, so this file only builds the input tensors and reads the outputs.
 //
 //   import * as ort from 'onnxruntime-node';
-//   const translator = await Translator.open(ort, nodeBundle('runs/g2p_small.bundle'));
+//   const translator = await Translator.open(ort, await nodeBundle('runs/g2p_small.bundle'));
 //   await translator.translate(['keras'], {beamSize: 5, nBest: 3});
 //   // -> [[{text: 'K EH1 R AH0 S', score: -0.12}, ...]]
 
@@ -13,6 +13,7 @@ export async function nodeBundle(directory) {
   const path = await import('node:path');
   return {
     name: directory,
+    where: (file) => path.join(directory, file),
     read: (file) => fs.readFile(path.join(directory, file)),
   };
 }
@@ -22,12 +23,76 @@ export function urlBundle(base) {
   const root = base.endsWith('/') ? base : `${base}/`;
   return {
     name: root,
+    where: (file) => root + file,
     read: async (file) => {
       const response = await fetch(root + file);
       if (!response.ok) throw new Error(`${root}${file}: HTTP ${response.status}`);
       return new Uint8Array(await response.arrayBuffer());
     },
   };
+}
+
+// onnxruntime's C API takes strings NUL-terminated, so onnxruntime-node and -web would cut
+// a line at a NUL. U+FFFF (a noncharacter, in no tokenizer) stands in for it: an unknown
+// character, as NUL is to the tokenizer, so the output is Python's.
+export const NUL_STAND_IN = '\uFFFF';
+
+/**
+ * The lines of a text as s2s-translate reads them, from an (async) iterable of byte chunks:
+ * only `\n` ends a line (`\r\n` is one ending), so a bare `\r`, U+2028 or NUL stays inside
+ * its line; a byte-order mark on line 1 is dropped; invalid UTF-8 becomes U+FFFD. Yields
+ * `[number, text, valid]`, `valid` false where bytes were replaced.
+ */
+export async function* readLines(chunks) {
+  const strict = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true});
+  const lenient = new TextDecoder('utf-8', {ignoreBOM: true});
+  const decode = (number, parts) => {
+    const bytes = parts.length === 1 ? parts[0] : concat(parts);
+    let text;
+    let valid = true;
+    try {
+      text = strict.decode(bytes);
+    } catch {
+      text = lenient.decode(bytes);
+      valid = false;
+    }
+    return [number, number === 1 && text.startsWith('\uFEFF') ? text.slice(1) : text, valid];
+  };
+  let pending = [];
+  let number = 0;
+  for await (const chunk of chunks) {
+    let start = 0;
+    for (let end = chunk.indexOf(10); end !== -1; end = chunk.indexOf(10, start)) {
+      const cut = end > start && chunk[end - 1] === 13 ? end - 1 : end;
+      pending.push(chunk.subarray(start, cut));
+      // A "\r" that ended the previous chunk belongs to this "\r\n" ending.
+      if (end === start && pending.length > 1) trimCarriageReturn(pending);
+      yield decode(++number, pending);
+      pending = [];
+      start = end + 1;
+    }
+    if (start < chunk.length) pending.push(chunk.subarray(start));
+  }
+  if (pending.some((part) => part.length)) yield decode(++number, pending); // the last line, without newline
+}
+
+function trimCarriageReturn(parts) {
+  for (let i = parts.length - 1; i >= 0; i--) {
+    if (parts[i].length) {
+      if (parts[i][parts[i].length - 1] === 13) parts[i] = parts[i].subarray(0, -1);
+      return;
+    }
+  }
+}
+
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((size, part) => size + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }
 
 async function sha256(bytes) {
@@ -51,33 +116,38 @@ export class Translator {
   }
 
   /**
-   * Opens `translator.onnx` (or its INT8 copy) and, for symbol-tokenizer bundles,
-   * `translator.text.onnx`, after checking each file's sha256 against the manifest.
+   * Opens `translator.text.onnx` for symbol-tokenizer bundles, and `translator.onnx` (or
+   * its INT8 copy) at the first `translateIds`, after checking each file's sha256 against
+   * the manifest now.
    */
   static async open(ort, bundle, {int8 = false, text = true, sessionOptions = {}} = {}) {
     const manifest = JSON.parse(new TextDecoder().decode(await bundle.read('manifest.json')));
     if (manifest.format_version !== 1) {
-      throw new Error(`${bundle.name}manifest.json: format_version ${manifest.format_version} is not supported`);
+      throw new Error(`${bundle.where('manifest.json')}: format_version ${manifest.format_version} is not supported`);
     }
     const variant = int8 ? 'int8' : 'float32';
     const models = (manifest.models || {})[variant];
     if (!models || !models.translator) {
       throw new Error(`${bundle.name}: no ${variant} translator.onnx in this bundle (export it again)`);
     }
-    const open = async (file) => {
+    const verified = async (file) => {
       const bytes = await bundle.read(file);
       const expected = (manifest.files[file] || {}).sha256;
       if ((await sha256(bytes)) !== expected) {
-        throw new Error(`${bundle.name}${file}: sha256 does not match the manifest (damaged or changed)`);
+        throw new Error(`${bundle.where(file)}: sha256 does not match the manifest (damaged or changed)`);
       }
-      return ort.InferenceSession.create(bytes, sessionOptions);
+      return bytes;
     };
-    const sessions = {ids: await open(models.translator)};
+    const idsBytes = await verified(models.translator);
+    let ids;
+    const sessions = {ids: () => (ids ??= ort.InferenceSession.create(idsBytes, sessionOptions))};
     const textFile = manifest.models.float32.text_translator;
     // A SentencePiece bundle's text graph needs onnxruntime-extensions, which the npm
     // runtimes cannot load: its translator.onnx is the file for JavaScript.
     const standard = (manifest.text_translator_operators || 'standard') === 'standard';
-    if (text && textFile && !int8 && standard) sessions.text = await open(textFile);
+    if (text && textFile && !int8 && standard) {
+      sessions.text = await ort.InferenceSession.create(await verified(textFile), sessionOptions);
+    }
     return new Translator(ort, manifest, sessions, bundle.name);
   }
 
@@ -97,25 +167,33 @@ export class Translator {
     };
   }
 
-  /** Lines -> per line, its hypotheses best first: `[{text, score}]` (symbol bundles). */
+  /**
+   * Lines -> per line, its hypotheses best first: `[{text, score}]` (symbol bundles). A
+   * line longer than the model's source limit is translated cut to the limit, and its
+   * list has `truncated: true`. Each line is one line: a `\n` in it is a character.
+   */
   async translate(texts, options = {}) {
     if (!this.sessions.text) {
       throw new Error(`${this.name}: no translator.text.onnx (SentencePiece bundles): use translateIds`);
     }
     if (texts.length === 0) return [];
-    const feeds = {texts: new this.ort.Tensor('string', texts, [texts.length]), ...this._settings(options)};
-    const {translations, text_scores: scores} = await this.sessions.text.run(feeds);
+    const lines = texts.map((text) => text.replaceAll('\0', NUL_STAND_IN));
+    const feeds = {texts: new this.ort.Tensor('string', lines, [lines.length]), ...this._settings(options)};
+    const out = await this.sessions.text.run(feeds);
+    const {translations, text_scores: scores} = out;
     const [batch, nBest] = translations.dims;
-    const out = [];
+    const result = [];
     for (let row = 0; row < batch; row++) {
       const hypotheses = [];
       for (let rank = 0; rank < nBest; rank++) {
         const score = scores.data[row * nBest + rank];
         if (Number.isFinite(score)) hypotheses.push({text: translations.data[row * nBest + rank], score});
       }
-      out.push(hypotheses);
+      // Bundles exported before the text graph reported truncation have no such output.
+      hypotheses.truncated = Boolean(out.truncated && out.truncated.data[row]);
+      result.push(hypotheses);
     }
-    return out;
+    return result;
   }
 
   /**
@@ -132,7 +210,7 @@ export class Translator {
       source_lengths: new this.ort.Tensor('int32', Int32Array.from(sources.map((s) => s.length)), [sources.length]),
       ...this._settings(options),
     };
-    const out = await this.sessions.ids.run(feeds);
+    const out = await (await this.sessions.ids()).run(feeds);
     const [batch, nBest, length] = out.hypotheses.dims;
     const result = [];
     for (let row = 0; row < batch; row++) {

@@ -3,11 +3,10 @@
 // like s2s-translate, with the bundle's one-file translator under onnxruntime-node (or
 // onnxruntime-web's wasm backend with --backend wasm).
 
-import {createInterface} from 'node:readline';
 import {parseArgs} from 'node:util';
 import {createReadStream} from 'node:fs';
 
-import {Translator, nodeBundle} from './s2s.mjs';
+import {Translator, nodeBundle, readLines} from './s2s.mjs';
 
 const usage = `usage: node web/translate.mjs BUNDLE [-i FILE] [--beam N] [--n-best N] [--batch-size N]
                                   [--json] [--ids] [--int8] [--backend node|wasm] [--threads N]
@@ -101,32 +100,68 @@ function format(hypotheses) {
   return hypotheses.length ? hypotheses[0].text.replace(/\n/g, ' ') : '';
 }
 
-async function flush(lines, first) {
-  const results = useIds
-    ? await translator.translateIds(lines.map((line, i) => parseIds(line, first + i)), options)
-    : await translator.translate(lines, options);
+let invalid = 0;
+let truncated = 0;
+let failed = 0;
+const MAX_WARNINGS = 10; // per kind, as s2s-translate; the rest are counted at the end
+
+function warn(message) {
+  process.stderr.write(`translate.mjs: warning: ${message}\n`);
+}
+
+async function run(lines, numbers) {
+  if (useIds) return translator.translateIds(lines.map((line, i) => parseIds(line, numbers[i])), options);
+  const results = await translator.translate(lines, options);
+  results.forEach((hypotheses, i) => {
+    if (hypotheses.truncated && ++truncated <= MAX_WARNINGS) {
+      warn(`line ${numbers[i]}: more than ${translator.manifest.max_source_length} tokens, truncated to the model's limit`);
+    }
+  });
+  return results;
+}
+
+// A batch that fails is translated line by line: a line that cannot be translated gets an
+// empty output line and a warning, and the others are written as usual.
+async function flush(lines, numbers) {
+  let results;
+  try {
+    results = await run(lines, numbers);
+  } catch {
+    results = [];
+    for (let i = 0; i < lines.length; i++) {
+      try {
+        results.push(...(await run([lines[i]], [numbers[i]])));
+      } catch (error) {
+        failed += 1;
+        warn(`line ${numbers[i]}: not translated (${error.message}); writing an empty line`);
+        results.push([]);
+      }
+    }
+  }
   process.stdout.write(results.map(format).join('\n') + '\n');
 }
 
 const input = args.input ? createReadStream(args.input) : process.stdin;
-input.on('error', (error) => fail(`cannot read ${args.input}: ${error.message}`));
-const reader = createInterface({input, crlfDelay: Infinity});
-let batch = [];
-let number = 0;
-let first = 1;
+let lines = [];
+let numbers = [];
 try {
-  for await (const raw of reader) {
-    number += 1;
-    const line = number === 1 ? raw.replace(/^\uFEFF/, '') : raw;
-    if (line.includes('\uFFFD')) process.stderr.write(`translate.mjs: warning: line ${number}: contains U+FFFD\n`);
-    batch.push(line);
-    if (batch.length === batchSize) {
-      await flush(batch, first);
-      first = number + 1;
-      batch = [];
+  for await (const [number, line, valid] of readLines(input)) {
+    if (!valid && ++invalid <= MAX_WARNINGS) warn(`line ${number}: invalid UTF-8 replaced by U+FFFD`);
+    lines.push(line);
+    numbers.push(number);
+    if (lines.length === batchSize) {
+      await flush(lines, numbers);
+      lines = [];
+      numbers = [];
     }
   }
-  if (batch.length) await flush(batch, first);
+  if (lines.length) await flush(lines, numbers);
 } catch (error) {
-  fail(error.message);
+  fail(args.input && error.syscall ? `cannot read ${args.input}: ${error.message}` : error.message);
 }
+if (invalid) warn(`invalid UTF-8 replaced on ${invalid} line(s)`);
+if (truncated) warn(`${truncated} line(s) longer than the model's limit were truncated`);
+if (failed) process.stderr.write(`translate.mjs: error: ${failed} line(s) not translated (empty lines written)\n`);
+// onnxruntime-web keeps the event loop alive for a second after the last call; every line
+// is written by now (writes to files and pipes are synchronous in Node.js on Linux).
+process.exit(failed ? 1 : 0);
