@@ -93,12 +93,14 @@ def run_measured(command: list[str], cwd: str = ROOT, stdin: bytes | None = None
 
 def text_graph_lines(bundle: str, lines: list[str], batch_size: int = 32) -> list[str]:
     """The best translation of each line from `translator.text.onnx` called directly, as a
-    C++ or Java caller would call it (the bundle's default beam, one thread per call)."""
+    C++ or Java caller would call it (NUL replaced by `NUL_STAND_IN`, the bundle's default
+    beam)."""
     import json
 
     import numpy as np
 
     from serving.sessions import open_session, search_feeds
+    from serving.tokenizers import NUL_STAND_IN
 
     with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as handle:
         decode = json.load(handle)["decode"]
@@ -108,7 +110,9 @@ def text_graph_lines(bundle: str, lines: list[str], batch_size: int = 32) -> lis
     )
     out = []
     for start in range(0, len(lines), batch_size):
-        texts = np.array(lines[start : start + batch_size], dtype=object)
+        texts = np.array(
+            [line.replace("\x00", NUL_STAND_IN) for line in lines[start : start + batch_size]], dtype=object
+        )
         translations, scores = session.run(["translations", "text_scores"], {"texts": texts, **feeds})
         out += [str(t).replace("\n", " ") if np.isfinite(s) else "" for t, s in zip(translations[:, 0], scores[:, 0])]
     return out

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from export.gate import GateError, progress, refuse_differences, run_gate
+from export.mobile import compare_ort, compare_ort_text, ort_name, write_ort_translators
 from export.onnx_export import OPSET, export_onnx
 from export.quantize import quantize_int8
 from export.saved_model import export_saved_model
@@ -135,6 +136,10 @@ def export_bundle(run_dir: str, out_dir: str, options: ExportOptions | None = No
             gate["text_translator"] = bundle.check_text_translator(
                 config, max_source_length, dev_pairs, options.gate_sentences
             )
+        bundle.ort_translators()
+        gate["ort"] = bundle.check_ort_translators(
+            config, source_tokenizer, max_source_length, dev_pairs, options.gate_sentences
+        )
         saved_model = None
         if options.saved_model_dir:
             progress(f"writing the SavedModel to {options.saved_model_dir}")
@@ -158,6 +163,7 @@ class _Bundle:
         self.tokenizer_names: dict = {}
         self.translator_ops: dict = {}
         self.text_operators: str | None = None
+        self.mobile: dict = {}
 
     def _path(self, name: str) -> str:
         return os.path.join(self.work_dir, name)
@@ -236,6 +242,38 @@ class _Bundle:
         refuse_differences(report, "gate (e): translator.text.onnx", texts)
         return gate_summary(report)
 
+    def ort_translators(self) -> None:
+        """The one-file translators in ORT format, and the operator config of a minimal build
+        (`export.mobile`)."""
+        names = [models["translator"] for models in self.models.values()]
+        if self.text_operators == "standard":
+            names.append(self.models["float32"]["text_translator"])
+        progress(f"writing the ORT format translators for ONNX Runtime Mobile ({', '.join(map(ort_name, names))})")
+        self.mobile = write_ort_translators(self.work_dir, names)
+        self.files += list(self.mobile["files"].values()) + [self.mobile["operators_config"]]
+        for models in self.models.values():
+            for key, name in list(models.items()):
+                if name in self.mobile["files"]:
+                    models[f"{key}_ort"] = self.mobile["files"][name]
+
+    def check_ort_translators(
+        self, config, source_tokenizer, max_source_length: int, dev_pairs, sentences: int
+    ) -> dict:
+        """Gate (f): each `.ort` translator against its `.onnx` file."""
+        progress("gate (f): the ORT format translators against their ONNX files")
+        texts = [pair.source for pair in dev_pairs[:sentences]]
+        sources = [source_tokenizer.encode(text)[: max_source_length or None] for text in texts]
+        summaries = {}
+        for name in self.mobile["files"]:
+            if name == "translator.text.onnx":
+                report = compare_ort_text(self.work_dir, name, texts + AWKWARD_LINES, gate_settings(config.decode))
+                refuse_differences(report, f"gate (f): {ort_name(name)}", texts + AWKWARD_LINES)
+            else:
+                report = compare_ort(self.work_dir, name, sources, gate_settings(config.decode))
+                refuse_differences(report, f"gate (f): {ort_name(name)}", texts)
+            summaries[ort_name(name)] = gate_summary(report)
+        return summaries
+
     def manifest(
         self,
         config,
@@ -268,6 +306,8 @@ class _Bundle:
             # "onnxruntime-extensions" (register its library; not in onnxruntime-node or -web).
             "text_translator_operators": self.text_operators,
             "models": self.models,
+            # ONNX Runtime Mobile: the translators' `.ort` files and a minimal build's operators.
+            "mobile": {key: value for key, value in self.mobile.items() if key != "files"},
             "tokenizers": self.tokenizer_names,
             "tensors": {
                 "encoder": _tensor_names(self._path("encoder.onnx")),
@@ -331,6 +371,11 @@ def summary(manifest: dict, out_dir: str) -> str:
         lines.append(
             f"  text translator: identical to the tokenizers around translator.onnx on "
             f"{100 * entry['identical_share']:.1f}% of {entry['sentences']} lines"
+        )
+    for name, entry in gate.get("ort", {}).items():
+        lines.append(
+            f"  {name}: identical to its .onnx file on {100 * entry['identical_share']:.1f}% of "
+            f"{entry['sentences']} inputs, scores within {entry['max_score_diff']:.1e}"
         )
     for variant, entry in gate.get("translator", {}).items():
         lines.append(

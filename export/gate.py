@@ -12,7 +12,9 @@ part is refused (`GateError`).
       its whole n-best list: identical token ids, order and finished flags on every
       sentence, scores within 1e-5;
   (e) `translator.text.onnx` (checked by `export.bundle`, which writes it): against the
-      tokenizers around `translator.onnx`, on the dev sentences and on awkward lines.
+      tokenizers around `translator.onnx`, on the dev sentences and on awkward lines;
+  (f) the ORT format translators (`export.mobile`, also checked by `export.bundle`): each
+      `.ort` file against its `.onnx` file, as (d) compares: identical n-best lists.
 """
 
 from __future__ import annotations

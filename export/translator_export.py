@@ -67,7 +67,7 @@ def differences(expected: Sequence[Sequence[tuple]], found: Sequence[Sequence[tu
     return {"sentences": len(expected), "different": different, "max_score_diff": worst, "first": first}
 
 
-def _keyed(found: Sequence[Sequence[Hypothesis]]) -> list:
+def keyed(found: Sequence[Sequence[Hypothesis]]) -> list:
     return [[((h.token_ids, h.finished), h.score) for h in hypotheses] for hypotheses in found]
 
 
@@ -102,7 +102,7 @@ def compare_engines(
     for setting in settings:
         expected = in_length_batches(functools.partial(steps.search_batch, settings=setting), sources, batch_size)
         found = in_length_batches(functools.partial(graph.search_batch, settings=setting), sources, batch_size)
-        report.append({**dataclasses.asdict(setting), **differences(_keyed(expected), _keyed(found))})
+        report.append({**dataclasses.asdict(setting), **differences(keyed(expected), keyed(found))})
     return report
 
 
@@ -232,7 +232,7 @@ def compare_text(
     import numpy as np
 
     from serving.sessions import open_session, search_feeds
-    from serving.tokenizers import load_vocabulary
+    from serving.tokenizers import NUL_STAND_IN, load_vocabulary
 
     source = load_vocabulary(os.path.join(bundle_dir, source_file))
     target = load_vocabulary(os.path.join(bundle_dir, target_file))
@@ -253,7 +253,9 @@ def compare_text(
             [("", 0.0)] if not text.strip() else [(target.decode(h.token_ids), h.score) for h in hypotheses]
             for text, hypotheses in zip(texts, found)
         ]
-        feeds = {"texts": np.array(list(texts), dtype=object), **search_feeds(**dataclasses.asdict(setting))}
+        # As the documentation tells callers: NUL -> NUL_STAND_IN, which no C API string cuts.
+        carried = [text.replace("\x00", NUL_STAND_IN) for text in texts]
+        feeds = {"texts": np.array(carried, dtype=object), **search_feeds(**dataclasses.asdict(setting))}
         translations, scores = text_session.run(["translations", "text_scores"], feeds)
         got = [
             [(str(text), float(score)) for text, score in zip(row_texts, row_scores) if np.isfinite(score)]

@@ -14,6 +14,10 @@ from collections.abc import Iterable
 
 NUM_SPECIAL_IDS = 4
 UNK_ID = 1
+# onnxruntime's C API (and so onnxruntime-node, -web, Java, C#) takes strings NUL-terminated:
+# a caller of `translator.text.onnx` replaces NUL with U+FFFF, a noncharacter that is
+# unknown to every tokenizer, as NUL is, so the output stays the tokenizer's.
+NUL_STAND_IN = "\uffff"
 
 
 class SymbolVocabulary:

@@ -96,7 +96,9 @@ function concat(parts) {
 }
 
 async function sha256(bytes) {
-  const digest = await globalThis.crypto.subtle.digest('SHA-256', bytes);
+  // Node.js 18 (Debian 12's) has Web Crypto only as node:crypto's webcrypto.
+  const subtle = globalThis.crypto?.subtle ?? (await import('node:crypto')).webcrypto.subtle;
+  const digest = await subtle.digest('SHA-256', bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 

@@ -34,6 +34,10 @@ def test_manifest_records_files_gate_and_versions(bundle):
         "decoder_step.int8.onnx",
         "translator.int8.onnx",
         "translator.text.onnx",
+        "translator.ort",
+        "translator.int8.ort",
+        "translator.text.ort",
+        "required_operators_and_types.config",
         "source_tokenizer.json",
         "target_tokenizer.json",
     }
@@ -251,3 +255,30 @@ def test_decoder_step_selects_the_best_tokens_in_the_graph(bundle):
         assert ids.shape == (1, 4)
         np.testing.assert_array_equal(ids[0], np.argsort(-full[0], kind="stable")[:4])
         np.testing.assert_allclose(values[0], np.sort(full[0])[::-1][:4], rtol=1e-6)
+
+
+def test_the_ort_format_translators_give_the_onnx_files_outputs(bundle):
+    """ONNX Runtime Mobile's files: gate (f) compared each with its .onnx file, and the
+    minimal build's config lists the operators of all three, with their types."""
+    import numpy as np
+
+    from serving.sessions import open_session, search_feeds
+
+    _, out, _, manifest = bundle
+    assert manifest["models"]["float32"]["translator_ort"] == "translator.ort"
+    assert manifest["models"]["int8"]["translator_ort"] == "translator.int8.ort"
+    assert manifest["models"]["float32"]["text_translator_ort"] == "translator.text.ort"
+    for name in ("translator.ort", "translator.int8.ort", "translator.text.ort"):
+        entry = manifest["gate"]["ort"][name]
+        assert entry["identical_share"] == 1.0 and entry["max_score_diff"] <= 1e-5 and entry["sentences"] >= 40
+    config = open(os.path.join(out, "required_operators_and_types.config"), encoding="utf-8").read()
+    for operator in ("Loop", "TopK", "StringSplit", "RegexFullMatch", "DynamicQuantizeLSTM"):
+        assert operator in config
+    assert manifest["mobile"]["operators"] >= 30 and manifest["mobile"]["conversion"]["target_platform"] == "arm"
+    feeds = {"texts": np.array(["zebra", "", "cr\ronly"], dtype=object), **search_feeds(3, 3, 1.0, 2.0, 10)}
+    outputs = [
+        open_session(os.path.join(out, name), ["CPUExecutionProvider"], 1).run(["translations", "text_scores"], feeds)
+        for name in ("translator.text.onnx", "translator.text.ort")
+    ]
+    assert outputs[0][0].tolist() == outputs[1][0].tolist()
+    np.testing.assert_allclose(outputs[0][1], outputs[1][1], atol=1e-5)

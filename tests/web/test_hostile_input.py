@@ -15,6 +15,7 @@ import pytest
 from bench.common import demo_page
 from bench.hostile import hostile_bytes, line_count, text_graph_lines
 from serving.cli import decoded_lines, main
+from serving.tokenizers import NUL_STAND_IN
 from serving.translator import Translator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +84,10 @@ def test_javascript_reads_lines_as_python_does_across_chunk_boundaries():
         "  const lines = []; for await (const line of readLines(chunks)) lines.push(line); out.push(lines); }"
         "process.stdout.write(JSON.stringify(out));"
     )
+    stand_in = _node(
+        "--input-type=module", "-e", "import {NUL_STAND_IN} from './web/s2s.mjs'; process.stdout.write(NUL_STAND_IN)"
+    )
+    assert stand_in.stdout.decode() == NUL_STAND_IN  # the character Python's documentation names
     result = _node("--input-type=module", "-e", script, data.hex())
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     python = [[number, text, not bad] for number, text, bad in decoded_lines(_split_on_newline(data))]

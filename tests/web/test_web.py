@@ -160,12 +160,16 @@ def test_translate_mjs_writes_one_line_per_input_line_in_order(tiny_bundle, tmp_
     ids = _node("web/translate.mjs", bundle, "--ids", "--beam", "3", input="5 6 7\n\n8\n")
     assert ids.returncode == 0, ids.stderr
     assert len(ids.stdout.split("\n")[:-1]) == 3
-    bad = _node("web/translate.mjs", bundle, "--ids", input="5 x\n")
-    assert bad.returncode == 2 and "line 1" in bad.stderr
+    # A bad line gets an empty output line and a warning; the others are translated.
+    bad = _node("web/translate.mjs", bundle, "--ids", input="5 6\n5 x\n7\n")
+    assert bad.returncode == 1 and "line 2: not translated" in bad.stderr, bad.stderr
+    written = bad.stdout.split("\n")[:-1]
+    assert len(written) == 3 and written[1] == "" and written[0] and written[2]
     damaged = tmp_path / "damaged"
     shutil.copytree(bundle, damaged)
     with open(damaged / "translator.text.onnx", "r+b") as handle:
         handle.seek(200)
         handle.write(b"\x00\x01")
     refused = _node("web/translate.mjs", str(damaged), input="hello\n")
-    assert refused.returncode == 2 and "sha256 does not match" in refused.stderr
+    assert refused.returncode == 2, refused.stderr
+    assert f"{os.path.join(str(damaged), 'translator.text.onnx')}: sha256 does not match" in refused.stderr
