@@ -19,7 +19,7 @@ import numpy as np
 from export.gate import GateError, progress, refuse_differences, run_gate
 from export.mobile import compare_ort, compare_ort_text, ort_name, write_ort_translators
 from export.onnx_export import OPSET, export_onnx
-from export.quantize import quantize_int8
+from export.quantize import INT8_SETTINGS, quantize_int8
 from export.saved_model import export_saved_model
 from export.translator_export import (
     AWKWARD_LINES,
@@ -32,6 +32,7 @@ from export.translator_export import (
     write_translator,
 )
 from keras_s2s.config import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from serving.cpu import cpu_family
 from serving.files import atomic_write, recover_directory, replace_directory, temporary_path
 from serving.manifest import FORMAT_VERSION, sha256_of
 
@@ -306,6 +307,9 @@ class _Bundle:
             # "onnxruntime-extensions" (register its library; not in onnxruntime-node or -web).
             "text_translator_operators": self.text_operators,
             "models": self.models,
+            # How the INT8 graphs were quantised, and the CPU family whose kernels ran gate (c):
+            # INT8 outputs differ between families (docs/export.md, "INT8 on every CPU").
+            "quantization": {**INT8_SETTINGS, "gate_cpu": cpu_family()} if "int8" in self.models else None,
             # ONNX Runtime Mobile: the translators' `.ort` files and a minimal build's operators.
             "mobile": {key: value for key, value in self.mobile.items() if key != "files"},
             "tokenizers": self.tokenizer_names,

@@ -56,9 +56,14 @@ def write_ort_translators(bundle_dir: str, names: list[str]) -> dict:
                 target_platform=CONVERSION["target_platform"],
                 enable_type_reduction=CONVERSION["type_reduction"],
             )
-        for name in [ort_name(n) for n in names] + [OPERATORS_CONFIG]:
+        for name in [ort_name(n) for n in names]:
             with atomic_path(os.path.join(bundle_dir, name)) as path:
                 shutil.copyfile(outputs / name, path)
+        # The config's header names the converted files by their temporary paths.
+        lines = (outputs / OPERATORS_CONFIG).read_text(encoding="utf-8").splitlines()
+        lines = [f"# - {os.path.basename(line[4:])}" if line.startswith("# - ") else line for line in lines]
+        with atomic_path(os.path.join(bundle_dir, OPERATORS_CONFIG)) as path:
+            pathlib.Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {
         "files": {name: ort_name(name) for name in names},
         "operators_config": OPERATORS_CONFIG,
@@ -81,19 +86,23 @@ def _quiet(logger_name: str):
 
 
 def count_operators(config_path: str) -> int:
-    """The operators a config lists (`domain;opset;op{types},op,...` per line)."""
-    count = 0
+    """The distinct operators (domain and name) a config lists (`domain;opset;op{types},op,...`
+    per line; an operator appears once per opset version the graphs use)."""
+    found = set()
     with open(config_path, encoding="utf-8") as handle:
         for line in handle:
             line = line.strip()
             if line and not line.startswith("#"):
-                _, _, operators = line.split(";", 2)
-                depth, pieces = 0, 1
-                for character in operators:  # commas inside {type lists} do not separate operators
+                domain, _, operators = line.split(";", 2)
+                depth, name = 0, ""
+                for character in operators + ",":  # commas inside {type lists} separate nothing
                     depth += {"{": 1, "}": -1}.get(character, 0)
-                    pieces += character == "," and depth == 0
-                count += pieces
-    return count
+                    if character == "," and depth == 0:
+                        found.add((domain, name.split("{", 1)[0]))
+                        name = ""
+                    else:
+                        name += character
+    return len(found)
 
 
 def compare_ort(bundle_dir: str, onnx_name: str, sources, settings) -> list[dict]:

@@ -7,7 +7,7 @@ translator.onnx; steps: the numpy search over the step graphs) and setting (gree
 bundle's beam with its whole n-best list), the n-best lists of every text as
 `[token_ids, score, finished]`, one thread per session. It needs only the device side
 (numpy, onnxruntime), so it runs the same in an ARM64 sysroot under QEMU as on x86-64;
-`platform` says which CPU ran it.
+`platform` and `family` (`serving.cpu`) say which CPU ran it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from serving.translator import Translator  # noqa: E402
 def outputs(bundle: str, texts: list[str]) -> dict:
     import onnxruntime
 
-    result = {"platform": platform.machine(), "onnxruntime": onnxruntime.__version__, "runs": {}}
+    from serving.cpu import cpu_family
+
+    result = {
+        "platform": platform.machine(),
+        "family": cpu_family(),
+        "onnxruntime": onnxruntime.__version__,
+        "runs": {},
+    }
     for precision in ("float32", "int8"):
         for engine in ("graph", "steps"):
             translator = Translator.from_bundle(bundle, num_threads=1, int8=precision == "int8", engine=engine)

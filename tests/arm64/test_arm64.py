@@ -1,4 +1,5 @@
-"""The device side on ARM64, against x86-64 on the same inputs (`make test-arm64`).
+"""The device side on ARM64 and on an AVX2-only x86-64, against this x86-64 on the same
+inputs (`make test-arm64`).
 
 A Debian arm64 sysroot (tests/arm64/sysroot.sh) runs under QEMU user-mode emulation as
 a Raspberry Pi 4 (Cortex-A72: NEON, no dot product) and a Pi 5 (Cortex-A76: with the dot
@@ -11,6 +12,8 @@ linux/arm64 binary) translate the fixed bundle of tests/data/golden; on every CP
 - INT8's two engines agree as the export gate asks (gate (d)), and INT8 loses at most the
   gate's PER points against float32 (gate (c)), on the CPU that runs it.
 
+The same checks run this x86-64 Python under `qemu-x86_64 -cpu Haswell`: onnxruntime then
+takes the INT8 kernels of an AVX2-only CPU (no VNNI), whose u8 x s8 sums can saturate.
 Emulated timings mean nothing here; outputs do. The figures go to build/arm64/report.json.
 """
 
@@ -129,6 +132,16 @@ def runs():
             check=True,
         ).stdout
     )
+    # The x86-64 kernels of a CPU without VNNI or AVX-512: this Python under QEMU as Haswell.
+    haswell = subprocess.run(
+        ["qemu-x86_64-static", "-cpu", "Haswell", sys.executable, os.path.join(HERE, "device_outputs.py")]
+        + [os.path.join(GOLDEN, "bundle"), inputs],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert haswell.returncode == 0, haswell.stderr[-3000:]
+    machines["haswell"] = json.loads(haswell.stdout)
     for cpu in CPUS:
         machines[cpu] = json.loads(
             _in_sysroot(cpu, "python3", f"{WORK}/device_outputs.py", f"{WORK}/bundle", f"{WORK}/inputs.json")
@@ -195,7 +208,7 @@ def _report(machines: dict, texts: list[str]) -> dict:
     report = {"inputs": len(texts), "onnxruntime": machines["x86-64"]["onnxruntime"], "machines": {}}
     for name, machine in machines.items():
         runs = machine["runs"]
-        entry = {"platform": machine["platform"]}
+        entry = {"platform": machine["platform"], "family": machine["family"]}
         entry["float32_against_x86"] = {key: _compare(x86[key], runs[key]) for key in runs if key.startswith("float32")}
         entry["int8_against_x86"] = {key: _compare(x86[key], runs[key]) for key in runs if key.startswith("int8")}
         entry["int8_graph_against_steps"] = {
@@ -212,17 +225,24 @@ def _report(machines: dict, texts: list[str]) -> dict:
     return report
 
 
+def test_each_cpu_is_the_family_it_emulates(runs):
+    _, _, report = runs
+    families = {name: entry["family"] for name, entry in report["machines"].items()}
+    assert families["haswell"] == "x86-64 AVX2"
+    assert families["cortex-a72"] == "ARM64" and families["cortex-a76"] == "ARM64 dot product"
+
+
 def test_float32_gives_x86_64s_n_best_lists_on_arm64(runs):
     _, _, report = runs
-    for cpu in CPUS:
+    for cpu in ("haswell", *CPUS):
         for key, entry in report["machines"][cpu]["float32_against_x86"].items():
             assert entry["different"] == 0, (cpu, key, entry)
             assert entry["max_score_diff"] <= SCORE_TOLERANCE, (cpu, key, entry)
 
 
-def test_int8_holds_the_export_gate_on_arm64(runs):
+def test_int8_holds_the_export_gate_on_arm64_and_avx2_only_x86_64(runs):
     _, _, report = runs
-    for cpu in CPUS:
+    for cpu in ("haswell", *CPUS):
         entry = report["machines"][cpu]
         for key, agreement in entry["int8_graph_against_steps"].items():
             assert agreement["different"] == 0 and agreement["max_score_diff"] <= SCORE_TOLERANCE, (cpu, key)

@@ -42,6 +42,10 @@ def test_manifest_records_files_gate_and_versions(bundle):
         "target_tokenizer.json",
     }
     assert on_disk["models"]["float32"]["text_translator"] == "translator.text.onnx"
+    from export.quantize import INT8_SETTINGS
+    from serving.cpu import FAMILIES, cpu_family
+
+    assert on_disk["quantization"] == {**INT8_SETTINGS, "gate_cpu": cpu_family()} and cpu_family() in FAMILIES
     assert on_disk["gate"]["text_translator"]["identical_share"] == 1.0
     assert on_disk["models"]["float32"]["translator"] == "translator.onnx"
     assert on_disk["models"]["int8"]["translator"] == "translator.int8.onnx"
