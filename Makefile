@@ -89,7 +89,8 @@ g2p-ensemble: setup
 	[ $$ra -eq 0 ] && [ $$rb -eq 0 ] || { echo "a member failed: see runs/g2p_ens_a.log, runs/g2p_ens_b.log"; exit 1; }
 	$(BIN)/s2s evaluate runs/g2p_ens_a --split test --beam 5 --checkpoint last --ensemble runs/g2p_ens_b
 
-# The benchmarks of BENCHMARKS.md (needs a trained bible_small run and its bundle).
+# The benchmarks of BENCHMARKS.md (needs a trained bible_small run and its bundle, and
+# make demo's g2p_small; int8_families.py runs ARM64 in make test-arm64's sysroot).
 BENCH_RUN ?= runs/bible_small
 bench: setup-dev setup-web
 	$(BIN)/python bench/footprint.py --bundle $(BENCH_RUN).bundle --run-dir $(BENCH_RUN)
@@ -97,6 +98,8 @@ bench: setup-dev setup-web
 	$(BIN)/python bench/train.py --presets g2p_small,bible_small,paper
 	$(BIN)/python bench/engines.py --bundles runs/g2p_small.bundle,$(BENCH_RUN).bundle
 	$(BIN)/python bench/loop_floor.py --bundles runs/g2p_small.bundle,$(BENCH_RUN).bundle
+	$(BIN)/python bench/hostile.py --bundle runs/g2p_small.bundle
+	$(BIN)/python bench/int8_families.py --bundle runs/g2p_small.bundle --run-dir runs/g2p_small
 
 clean:
 	rm -rf $(VENV) runs web/node_modules

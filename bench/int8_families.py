@@ -98,17 +98,20 @@ def _quantize(bundle: str, folder: str, name: str, arguments: dict) -> None:
         shutil.copy(os.path.join(work, "translator.int8.onnx"), os.path.join(folder, f"{name}.onnx"))
 
 
-def _run_families(folder: str, sysroot: str | None) -> dict:
-    """The worker on this machine, under QEMU as Haswell, and in the ARM64 sysroot."""
+def _run_families(folder: str, sysroot: str | None, families: list[str]) -> dict:
+    """The worker on this machine, under QEMU as Haswell, and in the ARM64 sysroot (those of
+    `families`)."""
     here = [sys.executable, os.path.abspath(__file__), "--worker", folder]
-    runs = {"native": here, "Haswell (QEMU)": ["qemu-x86_64-static", "-cpu", "Haswell", *here]}
+    runs = {"native": here}
+    if "haswell" in families:
+        runs["Haswell (QEMU)"] = ["qemu-x86_64-static", "-cpu", "Haswell", *here]
     results = {}
     for name, command in runs.items():
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         if done.returncode:
             raise RuntimeError(f"{name}: {done.stderr[-2000:]}")
         results[name] = json.loads(done.stdout)
-    if sysroot:
+    if sysroot and "arm64" in families:
         inside = "/opt/s2s/int8"
         shutil.rmtree(sysroot + inside, ignore_errors=True)
         shutil.copytree(folder, sysroot + inside)
@@ -166,6 +169,10 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--arm64-sysroot", default=os.path.join(ROOT, "build", "arm64", "sysroot"))
+    parser.add_argument(
+        "--families", default="native,haswell,arm64", help="which of native, haswell, arm64 (default: all)"
+    )
+    parser.add_argument("--out", default=None, help="result JSON (default: bench/results/int8_families.json)")
     args = parser.parse_args(argv)
     if args.worker:
         json.dump(worker(args.worker), sys.stdout)
@@ -194,7 +201,7 @@ def main(argv=None) -> int:
         for name, arguments in SETTINGS.items():
             _quantize(args.bundle, folder, name.replace(" ", "_"), arguments)
         speeds = _speed(folder, sources, settings)
-        families = _run_families(folder, sysroot)
+        families = _run_families(folder, sysroot, args.families.split(","))
     target = translator.target_vocabulary
     native = families["native"]["outputs"]
     rows = []
@@ -229,6 +236,7 @@ def main(argv=None) -> int:
     write_result(
         "int8_families",
         {"machine": machine(), "commit": git_commit(), "bundle": args.bundle, "words": len(words), "rows": rows},
+        args.out,
     )
     return 0
 

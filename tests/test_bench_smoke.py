@@ -306,3 +306,27 @@ def test_step_only_graph_is_the_encoder_and_the_step_with_nothing_else(tiny_bund
         }
         (tokens,) = session.run(None, feeds)
         assert tokens.shape == (3,) and tokens.dtype == np.int32
+
+
+def test_hostile_input_benchmark_runs_every_front_end(tiny_bundle, tmp_path):
+    stdout, payload = _run(
+        ["bench/hostile.py", "--bundle", tiny_bundle[1], "--long", "5000", "--repeats", "1", "--no-page"], tmp_path
+    )
+    assert "x its time on ordinary lines" in stdout
+    rows = {row["front end"]: row for row in payload["rows"]}
+    assert len(rows) == 4 and all(row["same bytes as s2s-translate"] for row in rows.values())
+    assert {row["lines out"] for row in rows.values()} == {payload["lines"]}
+
+
+def test_int8_families_benchmark_scores_each_setting(tiny_run, tiny_bundle, tmp_path):
+    run_dir, bundle_dir = tiny_run[0], tiny_bundle[1]
+    stdout, payload = _run(
+        ["bench/int8_families.py", "--bundle", bundle_dir, "--run-dir", run_dir, "--sentences", "20"]
+        + ["--families", "native"],
+        tmp_path,
+    )
+    from bench.int8_families import SETTINGS
+
+    assert [row["setting"] for row in payload["rows"]] == list(SETTINGS)
+    assert all(row["same as native INT8 %"] == 100 for row in payload["rows"])  # the same CPU
+    assert "words/s vs float32 (native)" in stdout
