@@ -249,6 +249,13 @@ def test_int8_holds_the_export_gate_on_arm64_and_avx2_only_x86_64(runs):
         assert entry["int8_loss"] <= MAX_INT8_LOSS, (cpu, entry["per"])
 
 
+def test_int8_with_the_exports_settings_decodes_on_avx2_only_x86_64_as_with_vnni(runs):
+    """`reduce_range` keeps AVX2's 16-bit pair sums from saturating (docs/export.md)."""
+    _, _, report = runs
+    for key, entry in report["machines"]["haswell"]["int8_against_x86"].items():
+        assert entry["different"] == 0 and entry["max_score_diff"] <= SCORE_TOLERANCE, (key, entry)
+
+
 def test_onnxruntime_node_on_arm64_gives_python_on_x86_64s_outputs(runs):
     machines, texts, _ = runs
     x86 = machines["x86-64"]

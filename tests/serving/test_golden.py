@@ -45,11 +45,24 @@ def _translate(arguments: list[str], output: str, json_lines: bool = True) -> by
         return handle.read()
 
 
+# INT8 outputs depend on the CPU family's kernels. The INT8 files were written on x86-64
+# with VNNI; with the export's `reduce_range` an AVX2-only x86-64 gives the same (make
+# test-arm64 checks it). On another family each INT8 engine is checked against the other.
+INT8_RECORDED_ON = {"x86-64 VNNI", "x86-64 AVX2"}
+
+
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_the_fixed_bundle_translates_as_when_the_fixture_was_written(name, tmp_path):
+    from serving.cpu import cpu_family
+
     got = _translate(SETTINGS[name], str(tmp_path / "out.jsonl")).decode("utf-8").splitlines()
-    with open(_expected(name), encoding="utf-8") as handle:
-        want = handle.read().splitlines()
+    expected = name
+    if "int8" in name and cpu_family() not in INT8_RECORDED_ON:
+        expected = name.replace("graph_", "steps_") if name.startswith("graph_") else name.replace("steps_", "graph_")
+        want = _translate(SETTINGS[expected], str(tmp_path / "other.jsonl")).decode("utf-8").splitlines()
+    else:
+        with open(_expected(expected), encoding="utf-8") as handle:
+            want = handle.read().splitlines()
     assert len(got) == len(want) == sum(1 for _ in open(WORDS, encoding="utf-8"))
     for number, (got_line, want_line) in enumerate(zip(got, want), start=1):
         got_list, want_list = json.loads(got_line), json.loads(want_line)
