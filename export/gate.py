@@ -76,7 +76,7 @@ def teacher_forced_difference(
     return worst
 
 
-def _score(kind, pairs_sources, hypotheses_text, references):
+def _score(kind, hypotheses_text, references):
     from keras_s2s.scores import bleu_scores, g2p_scores
 
     if kind == "g2p":
@@ -153,7 +153,7 @@ def run_gate(
             keras_outputs, onnx_outputs[beam], gate_set.texts, f"gate (b): beam {beam}"
         )
     float_text = [target_tokenizer.decode(ids) for ids in onnx_outputs[options.beam_size]]
-    gate["float32"], float_loss = _score(kind, gate_set.texts, float_text, gate_set.references)
+    gate["float32"], float_loss = _score(kind, float_text, gate_set.references)
     if options.quantize == "int8":
         gate.update(
             _gate_int8(
@@ -185,7 +185,7 @@ def _gate_int8(
     engine, _, _ = _onnx_engine(work_dir, ".int8", config.model.reverse_source)
     outputs = _best_ids(engine, gate_set.sources, config.decode, options.beam_size)
     text = [target_tokenizer.decode(ids) for ids in outputs]
-    scores, loss = _score(kind, gate_set.texts, text, gate_set.references)
+    scores, loss = _score(kind, text, gate_set.references)
     identical = sum(a == b for a, b in zip(outputs, float_outputs)) / max(len(gate_set.texts), 1)
     if loss - float_loss > options.max_int8_loss:
         raise GateError(

@@ -445,8 +445,9 @@ class Config:
 
 
 def load_preset(name_or_path: str) -> Config:
-    """Loads `keras_s2s/configs/NAME.yaml` by preset name, or a config file by path."""
-    if os.path.exists(name_or_path):
+    """Loads a config file by path, or `keras_s2s/configs/NAME.yaml` by preset name (a
+    folder of that name, a run directory say, is not a config)."""
+    if os.path.isfile(name_or_path):
         return Config.load(name_or_path)
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
     candidate = os.path.join(here, f"{name_or_path}.yaml")

@@ -14,8 +14,6 @@ import keras
 from keras.src import backend as private_backend  # noqa: F401 (the LSTM kernels, AutocastScope)
 from keras.src.trainers.data_adapters import data_adapter_utils  # noqa: F401 (unpack_x_y_sample_weight)
 
-CHECKED_WITH = {"keras": "3.15.1", "tensorflow": "2.21.0"}
-
 
 @contextlib.contextmanager
 def build_from_local_batch(model: keras.Model, strategy):

@@ -17,8 +17,6 @@ where a sentence's length is `max(len(source), len(target) + 1)`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -159,7 +157,3 @@ def padding_share(dataset: tf.data.Dataset) -> dict[str, float]:
         "padded_tokens": total,
         "padding_share": 1.0 - real / total if total else 0.0,
     }
-
-
-def steps_per_epoch_estimate(num_sentences: int, batch_size: int) -> int:
-    return max(1, math.ceil(num_sentences / batch_size))

@@ -103,3 +103,12 @@ def test_the_configuration_page_is_generated_from_the_config():
     for section in ("data", "tokenizer", "model", "training", "decode"):
         for field in dataclasses.fields(getattr(Config(), section)):
             assert f"| `{section}.{field.name}` |" in text
+
+
+def test_a_folder_named_like_a_preset_is_not_taken_for_a_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g2p_best").mkdir()  # a run directory named after its preset
+    (tmp_path / "mine").mkdir()
+    assert load_preset("g2p_best").name == "g2p_best"
+    with pytest.raises(ValueError, match="no such file or preset"):
+        load_preset("mine")
