@@ -36,6 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, git_commit, machine, median, table, write_result
+from bench.sysroot import run_as
 
 SETTINGS = {  # name: onnxruntime.quantization.quantize_dynamic arguments
     "s8": {"weight_type": "QInt8", "reduce_range": False, "per_channel": False},
@@ -121,22 +122,8 @@ def _run_families(folder: str, sysroot: str | None, families: list[str]) -> dict
             os.path.join(ROOT, "bench"), sysroot + "/opt/s2s/work/bench", ignore=shutil.ignore_patterns("results")
         )
         for cpu in ("cortex-a72", "cortex-a76"):
-            shutil.copy(os.path.join(ROOT, "tests", "arm64", "cpus", f"{cpu}.cpuinfo"), sysroot + "/proc/cpuinfo")
-            for list_name in ("possible", "present", "online"):
-                os.makedirs(sysroot + "/sys/devices/system/cpu", exist_ok=True)
-                with open(sysroot + f"/sys/devices/system/cpu/{list_name}", "w") as handle:
-                    handle.write("0-1\n")
-            environment = [f"QEMU_CPU={cpu}", "PYTHONPATH=/opt/s2s/site:/opt/s2s/work", "PATH=/usr/bin:/bin"]
-            command = [
-                "chroot",
-                sysroot,
-                "/usr/bin/env",
-                "-i",
-                *environment,
-                "python3",
-                "/opt/s2s/work/bench/int8_families.py",
-            ]
-            done = subprocess.run([*command, "--worker", inside], capture_output=True, text=True)
+            command = ["python3", "/opt/s2s/work/bench/int8_families.py", "--worker", inside]
+            done = run_as(sysroot, cpu, command, "/opt/s2s/work", timeout=7200)
             if done.returncode:
                 raise RuntimeError(f"{cpu}: {done.stderr[-2000:]}")
             results[f"{cpu} (QEMU)"] = json.loads(done.stdout)

@@ -18,17 +18,14 @@ from onnx import TensorProto, helper
 
 from export.onnx_graph import Graph, tensor
 from export.search_graph import SCALAR_INPUTS
-from export.tokenizer_graph import EXTENSIONS_DOMAIN, detokenize, tokenize
+from export.tokenizer_graph import EXTENSIONS_DOMAIN, PYTHON_WHITESPACE, detokenize, tokenize
 
 TEXT_OPSET = 20
 # The source limit of a bundle that names none: a line is cut to this many tokens.
 DEFAULT_LIMIT = 256
-# The characters for which Python's `str.isspace` holds: a line of only these is blank,
-# and the translator returns one empty translation for it.
-BLANK_LINE = (
-    "[\\t\\n\\x{0b}\\x{0c}\\r\\x{1c}-\\x{1f} \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}"
-    "\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]*"
-)
+# A line of only Python's whitespace is blank, and the translator returns one empty
+# translation for it.
+BLANK_LINE = "[" + "".join(f"\\x{{{ord(space):x}}}" for space in PYTHON_WHITESPACE) + "]*"
 
 
 def text_translator_graph(

@@ -28,6 +28,7 @@ import sys
 import pytest
 
 from bench.hostile import hostile_lines
+from bench.sysroot import run_as
 from serving.cli import decoded_lines
 
 pytestmark = pytest.mark.arm64
@@ -78,25 +79,8 @@ def _stage() -> str:
     return os.path.join(work, "inputs.json")
 
 
-def _as_cpu(cpu: str) -> None:
-    """The sysroot's /proc/cpuinfo and CPU lists of `cpu`, two cores as this machine has."""
-    shutil.copy(os.path.join(HERE, "cpus", f"{cpu}.cpuinfo"), os.path.join(SYSROOT, "proc", "cpuinfo"))
-    folder = os.path.join(SYSROOT, "sys", "devices", "system", "cpu")
-    os.makedirs(folder, exist_ok=True)
-    for name in ("possible", "present", "online"):
-        with open(os.path.join(folder, name), "w") as handle:
-            handle.write("0-1\n")
-
-
 def _in_sysroot(cpu: str, *command: str) -> str:
-    _as_cpu(cpu)
-    environment = {"PATH": "/usr/bin:/bin", "QEMU_CPU": cpu, "PYTHONPATH": f"/opt/s2s/site:{WORK}", "HOME": "/tmp"}
-    result = subprocess.run(
-        ["chroot", SYSROOT, "/usr/bin/env", "-i", *[f"{k}={v}" for k, v in environment.items()], *command],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    result = run_as(SYSROOT, cpu, list(command), WORK)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
